@@ -1,0 +1,61 @@
+"""Fire-and-forget: run a function in a new thread and do not wait for it.
+
+This is the naive way to "not make the client wait". The web app uses it in
+``nowait`` mode to show what it gives up: nobody sees the result, and an
+error goes nowhere unless someone looks here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+
+class FireAndForget:
+    """Starts one thread per call; remembers errors; can wait for stragglers."""
+
+    def __init__(self) -> None:
+        self._threads: set[threading.Thread] = set()
+        self._errors: list[str] = []
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., object], *args: object) -> None:
+        thread = threading.Thread(target=self._run, args=(fn, args),
+                                  name="fire-and-forget", daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def _run(self, fn: Callable[..., object], args: tuple) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - the point: nobody else will see it
+            with self._lock:
+                self._errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    @property
+    def errors(self) -> list[str]:
+        with self._lock:
+            return list(self._errors)
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._threads)
+
+    def wait(self, timeout: float = 30.0) -> bool:
+        """Join every thread started so far; False if some still run after timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                threads = list(self._threads)
+            if not threads:
+                return True
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            if time.monotonic() >= deadline:
+                return self.pending == 0

@@ -1,0 +1,146 @@
+"""A local SMTP server that accepts every message, slowly, like a remote provider.
+
+Real email providers often take hundreds of milliseconds to accept a message.
+The sink waits ``delay`` seconds before it answers ``250 OK`` to the message
+data, so code that sends email sees that cost for real, over a real SMTP
+conversation on loopback. What arrives is kept in :attr:`SmtpSink.inbox`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from typing import Callable
+
+from aiosmtpd.controller import Controller
+
+from shared.web import PortInUse, free_port
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """One message the sink accepted."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    subject: str
+    body: str
+    received_at: float  # time.time()
+
+
+class _SlowHandler:
+    def __init__(self, sink: "SmtpSink") -> None:
+        self._sink = sink
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        await asyncio.sleep(self._sink.delay)
+        message = message_from_bytes(envelope.original_content, policy=policy.default)
+        body = message.get_body(preferencelist=("plain",))
+        self._sink._deliver(Delivered(
+            sender=envelope.mail_from,
+            recipients=tuple(envelope.rcpt_tos),
+            subject=str(message["Subject"] or ""),
+            body=body.get_content() if body is not None else "",
+            received_at=time.time(),
+        ))
+        return "250 OK: queued"
+
+
+class SmtpSink:
+    """A real SMTP server on 127.0.0.1 that keeps what it receives.
+
+    >>> with SmtpSink(delay=0.5) as sink:
+    ...     send_welcome_email("ada@example.com", smtp_host=sink.host, smtp_port=sink.port)
+    ...     sink.inbox[0].subject
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(self, delay: float = 0.5, port: int = 0,
+                 on_delivery: Callable[[Delivered], None] | None = None) -> None:
+        if delay < 0:
+            raise ValueError(f"delay must be >= 0 seconds, got {delay}")
+        self.delay = delay
+        self.port = port
+        self.on_delivery = on_delivery
+        self._inbox: list[Delivered] = []
+        self._lock = threading.Lock()
+        self._controller: Controller | None = None
+
+    @property
+    def inbox(self) -> list[Delivered]:
+        """A copy of every message received so far, oldest first."""
+        with self._lock:
+            return list(self._inbox)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._inbox.clear()
+
+    @property
+    def running(self) -> bool:
+        return self._controller is not None
+
+    def start(self) -> "SmtpSink":
+        if self._controller is not None:
+            return self
+        asked = self.port
+        for _ in range(5):
+            port = asked or free_port(self.host)
+            # server_hostname skips a reverse-DNS lookup that can hang offline.
+            controller = Controller(_SlowHandler(self), hostname=self.host, port=port,
+                                    server_hostname="sink.localhost", ready_timeout=5.0)
+            try:
+                controller.start()
+            except OSError as exc:
+                _close_loop(controller)
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                if asked:
+                    raise PortInUse(self.host, asked, what="the SMTP sink") from None
+                continue  # a free port was taken meanwhile: pick another
+            self.port, self._controller = port, controller
+            return self
+        raise RuntimeError("could not find a free port for the SMTP sink")
+
+    def stop(self) -> None:
+        controller, self._controller = self._controller, None
+        if controller is not None:
+            controller.stop()
+            _close_loop(controller)
+
+    def _deliver(self, message: Delivered) -> None:
+        with self._lock:
+            self._inbox.append(message)
+        if self.on_delivery is not None:
+            self.on_delivery(message)
+
+    def __enter__(self) -> "SmtpSink":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"{self.host}:{self.port}" if self.running else "stopped"
+        return f"<SmtpSink {state} delay={self.delay}s inbox={len(self.inbox)}>"
+
+
+def _close_loop(controller: Controller) -> None:
+    loop = controller.loop
+    if not loop.is_closed() and not loop.is_running():
+        loop.close()
+
+
+def smtp_answers(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True when something accepts TCP connections at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,147 @@
+"""Serve a WSGI app on loopback from a background thread, and stop it cleanly."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import threading
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+log = logging.getLogger("shared.web")
+
+
+class PortInUse(OSError):
+    """The port someone asked for is taken; the message names the fix."""
+
+    def __init__(self, host: str, port: int, what: str = "the web app") -> None:
+        super().__init__(
+            errno.EADDRINUSE,
+            f"Port {port} on {host} is already in use, so {what} cannot listen there. "
+            f"Stop whatever holds it (another `make serve`?) or choose another port, "
+            f"e.g. `make serve PORT={port + 1}`.")
+        self.host, self.port = host, port
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class QuietRequestHandler(WSGIRequestHandler):
+    """Werkzeug's handler without the per-request log line on stderr.
+
+    In a notebook those lines would land in whichever cell runs next.
+    Pass ``on_request(method, path, status)`` to see requests your own way.
+    """
+
+    on_request = None
+
+    def log_request(self, code="-", size="-") -> None:
+        callback = type(self).on_request
+        if callback is not None:
+            callback(self.command, self.path, code)
+
+    def log(self, type: str, message: str, *args) -> None:  # noqa: A002
+        if type == "error":
+            log.error(message, *args)
+
+
+class BackgroundServer:
+    """A real WSGI server (werkzeug) on 127.0.0.1, serving from a thread.
+
+    ``threaded=False`` answers one request at a time, in arrival order, so a
+    slow request makes every later one wait (head-of-line blocking).
+    ``threaded=True`` starts a thread per request.
+    """
+
+    def __init__(self, app, *, threaded: bool = True, host: str = "127.0.0.1",
+                 port: int = 0, on_request=None) -> None:
+        self.app, self.threaded, self.host, self._asked_port = app, threaded, host, port
+        self._handler = type("Handler", (QuietRequestHandler,),
+                             {"on_request": staticmethod(on_request) if on_request else None})
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the server is not running: call start() first")
+        return self._server.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> "BackgroundServer":
+        """Listen, then serve from a daemon thread until stop()."""
+        if self._server is None:
+            self._server = self._make_server()
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                name=f"wsgi-{self._server.port}", daemon=True)
+            self._thread.start()
+        return self
+
+    def listen(self) -> "BackgroundServer":
+        """Listen without a thread; then serve_forever() serves in the caller."""
+        if self._server is None:
+            self._server = self._make_server()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until interrupted (for the command line)."""
+        self.listen()._server.serve_forever(poll_interval=0.1)
+
+    def _make_server(self) -> BaseWSGIServer:
+        # Bind ourselves: werkzeug prints to stderr and calls sys.exit(1)
+        # when a port is taken, which would kill a notebook's kernel.
+        sock = _listen(self.host, self._asked_port)
+        try:
+            return make_server(self.host, sock.getsockname()[1], self.app,
+                               threaded=self.threaded, request_handler=self._handler,
+                               fd=sock.fileno())
+        finally:
+            sock.close()  # the server holds its own duplicate of the socket
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        thread, self._thread = self._thread, None
+        if server is None:
+            return
+        if thread is not None:
+            server.shutdown()
+            thread.join(timeout=10)
+        server.server_close()
+
+    def __enter__(self) -> "BackgroundServer":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        kind = "threaded" if self.threaded else "single-threaded"
+        where = self.url if self.running else "stopped"
+        return f"<BackgroundServer {kind} {where}>"
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(host, port) from None
+        raise
+    return sock
