@@ -1,0 +1,67 @@
+# Defer the expensive job: two commands are all a newcomer needs.
+#   make lab    create .venv if missing, install, open JupyterLab on lesson 01
+#   make test   create .venv if missing, then run the whole suite
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The first Python >= 3.11 on PATH (override: make test PYTHON=/path/to/python3.12).
+PYTHON ?= $(firstword $(foreach p,python3 python3.11 python3.12 python3.13 python,\
+  $(shell command -v $(p) >/dev/null 2>&1 && $(p) -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && echo $(p))))
+
+MODE ?= blocking
+PORT ?= 8000
+NOTEBOOKS ?= exercises
+LESSON ?= lessons/01_blocking_handlers.ipynb
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+         --nbval-cell-timeout 120
+# JupyterLab refuses to run as root (Docker, CI) unless told it may.
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
+.PHONY: help env lab test grade exercises serve notebooks clean
+
+help:
+	@echo "make lab         open the course in JupyterLab (sets everything up first)"
+	@echo "make test        run the whole test suite"
+	@echo "make grade       grade your exercises/ (NOTEBOOKS=DIR grades another folder)"
+	@echo "make serve       run the lesson's app outside Jupyter (MODE=blocking PORT=8000)"
+	@echo "make exercises   regenerate exercises/ from solutions/ (course authors)"
+	@echo "make notebooks   re-execute lessons/ and solutions/ in place (course authors)"
+
+$(STAMP): pyproject.toml
+	@if [ -z "$(PYTHON)" ]; then \
+	  echo "error: no Python 3.11 or newer on PATH. Install one (python.org, pyenv, or your"; \
+	  echo "package manager), or point make at it: make $(MAKECMDGOALS) PYTHON=/path/to/python3.11"; \
+	  exit 2; fi
+	@if [ ! -x $(PY) ]; then echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); fi
+	@echo "installing the course and its dependencies into $(VENV) (first time: a minute or two)"
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	@touch $@
+
+env: $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab $(ROOT_FLAG) $(LESSON)
+
+test: $(STAMP)
+	$(PY) -m pytest tests lessons solutions $(NBVAL)
+
+grade: $(STAMP)
+	@$(PY) -m shared.grading $(NOTEBOOKS)
+
+exercises: $(STAMP)
+	$(PY) -m shared.grading.generate
+
+serve: $(STAMP)
+	@$(PY) -m shared.serve --mode $(MODE) --port $(PORT)
+
+notebooks: $(STAMP)
+	$(PY) -m shared.notebooks lessons/*.ipynb solutions/*.ipynb
+	$(PY) -m shared.grading.generate
+
+clean:
+	rm -rf $(VENV) .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
