@@ -1,0 +1,203 @@
+"""Figures of what a load run measured: how long clients waited, and why.
+
+Both functions return a :class:`~matplotlib.figure.Figure` and never show
+it: Jupyter's inline backend displays a figure made with ``plt.subplots``
+once, at the end of the cell.  Nothing here is random, so the same
+measurements always give the same picture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from itertools import cycle
+from typing import TYPE_CHECKING
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, PercentFormatter
+
+from shared.fmt import fmt_duration
+
+if TYPE_CHECKING:
+    from shared.joblog import JobSpan
+    from shared.load import LoadResult, Record
+
+DPI = 90
+WIDE = (8.0, 4.0)
+WAITING_COLOUR = "#c4c4c4"
+FAILED_COLOUR = "tab:red"
+RUN_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown",
+               "tab:pink", "tab:olive", "tab:cyan")
+#: The course's jobs keep their colour from one figure to the next.
+JOB_COLOURS = {"email": "tab:orange", "avatar": "tab:blue"}
+OTHER_JOB_COLOURS = ("tab:green", "tab:purple", "tab:brown", "tab:pink",
+                     "tab:olive", "tab:cyan")
+
+#: Above this many requests the timeline drops per-row detail.
+MANY_REQUESTS = 60
+#: Runs whose latencies differ more than this factor get a log time axis.
+LOG_SCALE_SPREAD = 20
+
+
+def plot_latency_distribution(results: Sequence[LoadResult], *, ax: Axes | None = None,
+                              title: str | None = None) -> Figure:
+    """One cumulative curve per run: the share of clients answered within x.
+
+    Dashed and dotted lines drop from the curve at the median (p50) and at
+    p95; the legend gives their values.  The time axis turns logarithmic
+    when the runs differ by more than 20x, so a 5 ms run and a 1 s run both
+    stay readable.
+    """
+    fig, ax, created = _figure_and_axes(ax, WIDE)
+    measured = [result for result in results if result.records]
+    for number, result in enumerate(measured):
+        _draw_cumulative(ax, result, _run_name(result, number),
+                         RUN_COLOURS[number % len(RUN_COLOURS)])
+
+    everything = [latency for result in measured for latency in result.latencies]
+    positive = [latency for latency in everything if latency > 0]
+    if positive and max(positive) / min(positive) > LOG_SCALE_SPREAD:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.set_xlim(left=0)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+    ax.xaxis.set_major_formatter(FuncFormatter(_time_tick))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_ylim(0, 1.03)
+    ax.set_xlabel("time the client waited for the answer")
+    ax.set_ylabel("requests answered\nwithin that time")
+    ax.set_title(title if title is not None else "How long each client waited")
+    ax.grid(True, which="major", color="#e6e6e6", linewidth=0.8)
+    ax.set_axisbelow(True)
+    if measured:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+                  fontsize="small", handlelength=2.2)
+    if created:
+        fig.tight_layout()
+    return fig
+
+
+def plot_timeline(result: LoadResult, spans: Sequence[JobSpan] = (), *,
+                  ax: Axes | None = None, title: str | None = None) -> Figure:
+    """One row per request: a grey bar while the client waits, jobs in colour.
+
+    Rows are in the order the requests were sent, first at the top; time is
+    counted from the start of the run.  A job drawn past the end of its grey
+    bar ran after the client already had its answer.  Failed requests and
+    failed jobs get a red cross where they ended.
+    """
+    records = sorted(result.records, key=lambda record: (record.start, record.index))
+    row_of = {record.request_id: row for row, record in enumerate(records, start=1)}
+    own_spans = sorted((span for span in spans if span.request_id in row_of),
+                       key=lambda span: (span.start, span.name))
+    many = len(records) > MANY_REQUESTS
+    fig, ax, created = _figure_and_axes(ax, (WIDE[0], 4.0 if len(records) <= 24 else 5.0))
+    t0 = result.started
+
+    ax.barh(list(row_of.values()), [record.latency for record in records],
+            left=[record.start - t0 for record in records],
+            height=0.9 if many else 0.8, color=WAITING_COLOUR, linewidth=0, zorder=2)
+    handles = [Patch(facecolor=WAITING_COLOUR, label="waiting for the answer")]
+
+    colours = _job_colours(span.name for span in own_spans)
+    for name, colour in colours.items():
+        named = [span for span in own_spans if span.name == name]
+        ax.barh([row_of[span.request_id] for span in named],
+                [span.seconds for span in named],
+                left=[span.start - t0 for span in named],
+                height=0.5 if many else 0.36, color=colour, linewidth=0, zorder=3)
+        handles.append(Patch(facecolor=colour, label=f"{name} job"))
+
+    failures = [(record.end - t0, row_of[record.request_id])
+                for record in records if _failed(record)]
+    failures += [(span.end - t0, row_of[span.request_id])
+                 for span in own_spans if not span.ok]
+    if failures:
+        ax.scatter([x for x, _ in failures], [y for _, y in failures], marker="x",
+                   s=12 if many else 30, linewidths=1.2 if many else 1.8,
+                   color=FAILED_COLOUR, zorder=4)
+        handles.append(Line2D([], [], marker="x", linestyle="none", color=FAILED_COLOUR,
+                              markersize=6, markeredgewidth=1.8, label="failed"))
+
+    last = max([record.end for record in records] + [span.end for span in own_spans],
+               default=t0 + 1.0)
+    ax.set_xlim(0, (last - t0) * 1.03 or 1.0)
+    ax.set_ylim(len(records) + 0.7, 0.3)  # first request at the top
+    if len(records) <= 20:
+        ax.set_yticks(range(1, len(records) + 1))
+    else:
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=8, integer=True, min_n_ticks=2))
+    ax.tick_params(axis="y", length=0, labelsize="small")
+    ax.set_xlabel("seconds since the run started")
+    ax.set_ylabel("request, in the order sent")
+    ax.set_title(title if title is not None else _timeline_title(result))
+    ax.grid(True, axis="x", color="#e6e6e6", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              frameon=False, fontsize="small")
+    if created:
+        fig.tight_layout()
+    return fig
+
+
+def _draw_cumulative(ax: Axes, result: LoadResult, name: str, colour: str) -> None:
+    latencies = sorted(result.latencies)
+    shares = [rank / len(latencies) for rank in range(1, len(latencies) + 1)]
+    ax.step([latencies[0], *latencies], [0.0, *shares], where="post",
+            color=colour, linewidth=2, zorder=3)
+    summary = result.summary()
+    for q, value, style in ((0.50, summary.p50, "--"), (0.95, summary.p95, ":")):
+        ax.plot([value, value], [0, q], linestyle=style, color=colour, linewidth=1.6,
+                label=f"{name} p{round(q * 100)} {fmt_duration(value)}", zorder=2)
+        ax.plot([value], [q], marker="o", markersize=4, color=colour, zorder=4)
+
+
+def _figure_and_axes(ax: Axes | None, figsize: tuple[float, float]
+                     ) -> tuple[Figure, Axes, bool]:
+    """Our own figure when no axes are given; the caller's layout otherwise."""
+    if ax is not None:
+        return ax.figure, ax, False
+    fig, ax = plt.subplots(figsize=figsize, dpi=DPI)
+    return fig, ax, True
+
+
+def _run_name(result: LoadResult, number: int) -> str:
+    return result.label or f"run {number + 1}"
+
+
+def _timeline_title(result: LoadResult) -> str:
+    if result.label:
+        return f"{result.label}: each request, from sent to answered"
+    return "Each request, from sent to answered"
+
+
+def _failed(record: Record) -> bool:
+    return record.status is None or record.status >= 500
+
+
+def _job_colours(names: Iterable[str]) -> dict[str, str]:
+    """A colour per job name, in order of first appearance.
+
+    The course's own jobs always get the same colour; others take the next
+    spare one.
+    """
+    spare = cycle(OTHER_JOB_COLOURS)
+    colours: dict[str, str] = {}
+    for name in names:
+        if name not in colours:
+            colours[name] = JOB_COLOURS.get(name) or next(spare)
+    return colours
+
+
+def _time_tick(seconds: float, _position: float) -> str:
+    if seconds <= 0:
+        return "0"
+    if seconds < 1:
+        return f"{seconds * 1000:g} ms"
+    return f"{seconds:g} s"
