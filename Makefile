@@ -44,7 +44,7 @@ $(STAMP): pyproject.toml
 env: $(STAMP)
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab $(ROOT_FLAG) $(LESSON)
+	$(VENV)/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$(LESSON)
 
 test: $(STAMP)
 	$(PY) -m pytest tests lessons solutions $(NBVAL)
