@@ -43,8 +43,9 @@ $(STAMP): pyproject.toml
 
 env: $(STAMP)
 
+# JUPYTER_PATH first: the course's own kernel wins over a user-wide "python3".
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$(LESSON)
+	JUPYTER_PATH=$(abspath $(VENV))/share/jupyter $(VENV)/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$(LESSON)
 
 test: $(STAMP)
 	$(PY) -m pytest tests lessons solutions $(NBVAL)

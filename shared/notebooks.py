@@ -11,8 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import ipykernel.kernelspec
 import nbformat
+from jupyter_client import KernelManager
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from nbclient import NotebookClient
+from traitlets import default
 
 MAX_BYTES = 1_000_000
 
@@ -20,7 +24,8 @@ MAX_BYTES = 1_000_000
 def execute_in_place(path: Path, timeout: int = 120) -> float:
     """Run every cell of ``path`` and save the outputs; return the seconds taken."""
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+    client = NotebookClient(notebook, kernel_manager_class=_ThisPythonKernel,
+                            timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}},
                             record_timing=False)
     start = time.perf_counter()
@@ -29,6 +34,24 @@ def execute_in_place(path: Path, timeout: int = 120) -> float:
     notebook.metadata.pop("widgets", None)
     nbformat.write(notebook, path)
     return seconds
+
+
+class _ThisPython(KernelSpecManager):
+    """Run kernels with this interpreter, whatever "python3" means elsewhere.
+
+    A user-wide kernelspec named python3 (pointing at another Python, one
+    without the course installed) would otherwise win.
+    """
+
+    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+        return KernelSpec(resource_dir=ipykernel.kernelspec.RESOURCES,
+                          **ipykernel.kernelspec.get_kernel_dict())
+
+
+class _ThisPythonKernel(KernelManager):
+    @default("kernel_spec_manager")
+    def _this_python(self) -> KernelSpecManager:
+        return _ThisPython()
 
 
 def main(argv: list[str] | None = None) -> int:
