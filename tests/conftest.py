@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import psutil
@@ -22,6 +23,15 @@ def fast_sink():
     """A real SMTP sink with no artificial delay."""
     with SmtpSink(delay=0.0) as running:
         yield running
+
+
+@pytest.fixture
+def taken_port():
+    """A loopback port that something is listening on for the whole test."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -58,15 +58,11 @@ def test_serve_answers_then_stops_everything_on_a_signal(stop_signal):
         probe.bind(("127.0.0.1", port))  # the port is free again
 
 
-def test_serve_on_a_taken_port_says_so_and_exits_2():
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "shared.serve", "--port", str(port)],
-                                capture_output=True, text=True, timeout=30)
+def test_serve_on_a_taken_port_says_so_and_exits_2(taken_port):
+    result = subprocess.run([sys.executable, "-m", "shared.serve", "--port", str(taken_port)],
+                            capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
-    assert f"Port {port}" in result.stderr
+    assert f"Port {taken_port}" in result.stderr
     assert "Traceback" not in result.stderr
 
 

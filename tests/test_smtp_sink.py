@@ -1,5 +1,4 @@
 import smtplib
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -39,13 +38,9 @@ def test_the_sink_calls_back_on_delivery_and_can_be_cleared():
         assert sink.inbox == []
 
 
-def test_a_taken_port_is_reported_with_the_fix():
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        with pytest.raises(PortInUse, match="already in use"):
-            SmtpSink(port=port).start()
+def test_a_taken_port_is_reported_with_the_fix(taken_port):
+    with pytest.raises(PortInUse, match="already in use"):
+        SmtpSink(port=taken_port).start()
 
 
 def test_stop_closes_the_port_and_is_idempotent():

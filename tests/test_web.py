@@ -65,15 +65,11 @@ def test_stop_frees_the_port_and_ends_the_thread():
         probe.bind(("127.0.0.1", port))  # would fail if still held
 
 
-def test_a_taken_port_raises_port_in_use_naming_the_fix():
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        with pytest.raises(PortInUse) as error:
-            BackgroundServer(Flask(__name__), port=port).start()
-    assert f"Port {port}" in str(error.value)
-    assert f"PORT={port + 1}" in str(error.value)
+def test_a_taken_port_raises_port_in_use_naming_the_fix(taken_port):
+    with pytest.raises(PortInUse) as error:
+        BackgroundServer(Flask(__name__), port=taken_port).start()
+    assert f"Port {taken_port}" in str(error.value)
+    assert f"PORT={taken_port + 1}" in str(error.value)
 
 
 def test_requests_are_not_logged_to_stderr(capfd):
