@@ -20,7 +20,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 # JupyterLab refuses to run as root (Docker, CI) unless told it may.
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: help env lab test grade exercises serve notebooks clean
+.PHONY: help env lab test grade exercises serve notebooks bench clean
 
 help:
 	@echo "make lab         open the course in JupyterLab (sets everything up first)"
@@ -29,6 +29,7 @@ help:
 	@echo "make serve       run the lesson's app outside Jupyter (MODE=blocking PORT=8000)"
 	@echo "make exercises   regenerate exercises/ from solutions/ (course authors)"
 	@echo "make notebooks   re-execute lessons/ and solutions/ in place (course authors)"
+	@echo "make bench       measure the signup modes side by side on this machine"
 
 $(STAMP): pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then \
@@ -62,6 +63,9 @@ serve: $(STAMP)
 notebooks: $(STAMP)
 	$(PY) -m shared.notebooks lessons/*.ipynb solutions/*.ipynb
 	$(PY) -m shared.grading.generate
+
+bench: $(STAMP)
+	@$(PY) -m shared.bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache
