@@ -11,6 +11,8 @@ import threading
 import time
 from typing import Callable
 
+from tqdm import tqdm
+
 
 class FireAndForget:
     """Starts one thread per call; remembers errors; can wait for stragglers."""
@@ -47,15 +49,17 @@ class FireAndForget:
         with self._lock:
             return len(self._threads)
 
-    def wait(self, timeout: float = 30.0) -> bool:
-        """Join every thread started so far; False if some still run after timeout."""
+    def wait(self, timeout: float = 30.0, progress: bool = False) -> bool:
+        """Wait for every thread started so far; False if some still run after timeout.
+
+        ``progress=True`` shows a bar of finished jobs while it waits.
+        """
         deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                threads = list(self._threads)
-            if not threads:
-                return True
-            for thread in threads:
-                thread.join(max(0.0, deadline - time.monotonic()))
-            if time.monotonic() >= deadline:
-                return self.pending == 0
+        total = self.pending
+        with tqdm(total=total, desc="background jobs", unit="job", mininterval=0.25,
+                  disable=not progress or total == 0) as bar:
+            while self.pending and time.monotonic() < deadline:
+                time.sleep(0.02)
+                bar.update(max(0, total - self.pending) - bar.n)
+            bar.update(max(0, total - self.pending) - bar.n)
+        return self.pending == 0
