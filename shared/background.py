@@ -20,6 +20,8 @@ class FireAndForget:
     def __init__(self) -> None:
         self._threads: set[threading.Thread] = set()
         self._errors: list[str] = []
+        self._submitted = 0  # jobs ever started
+        self._awaited = 0  # of those, how many a finished wait() has seen end
         self._lock = threading.Lock()
 
     def submit(self, fn: Callable[..., object], *args: object) -> None:
@@ -27,6 +29,7 @@ class FireAndForget:
                                   name="fire-and-forget", daemon=True)
         with self._lock:
             self._threads.add(thread)
+            self._submitted += 1
         thread.start()
 
     def _run(self, fn: Callable[..., object], args: tuple) -> None:
@@ -52,14 +55,19 @@ class FireAndForget:
     def wait(self, timeout: float = 30.0, progress: bool = False) -> bool:
         """Wait for every thread started so far; False if some still run after timeout.
 
-        ``progress=True`` shows a bar of finished jobs while it waits.
+        ``progress=True`` shows a bar of the jobs started since the last
+        wait, and how many of them have finished.
         """
         deadline = time.monotonic() + timeout
-        total = self.pending
+        with self._lock:
+            total = self._submitted - self._awaited
         with tqdm(total=total, desc="background jobs", unit="job", mininterval=0.25,
                   disable=not progress or total == 0) as bar:
             while self.pending and time.monotonic() < deadline:
+                bar.update(total - self.pending - bar.n)
                 time.sleep(0.02)
-                bar.update(max(0, total - self.pending) - bar.n)
-            bar.update(max(0, total - self.pending) - bar.n)
-        return self.pending == 0
+            bar.update(total - self.pending - bar.n)
+        with self._lock:
+            if not self._threads:
+                self._awaited = self._submitted
+            return not self._threads

@@ -43,6 +43,17 @@ def test_progress_shows_finished_jobs_out_of_those_pending(capsys):
     assert "3/3" in capsys.readouterr().err
 
 
+def test_progress_counts_jobs_that_ended_before_the_wait(capsys):
+    background = FireAndForget()
+    background.submit(lambda: None)
+    while background.pending:
+        pass
+    assert background.wait(progress=True)
+    assert "1/1" in capsys.readouterr().err
+    assert background.wait(progress=True)  # nothing new since: no bar
+    assert capsys.readouterr().err == ""
+
+
 def test_no_progress_bar_when_nothing_is_pending(capsys):
     assert FireAndForget().wait(progress=True)
     assert capsys.readouterr().err == ""
