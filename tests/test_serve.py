@@ -71,3 +71,22 @@ def test_serve_refuses_an_unknown_mode():
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_ctrl_c_in_nowait_mode_lets_the_job_in_flight_finish():
+    port = free_port()
+    process = _start("--mode", "nowait", "--port", str(port), "--email-delay", "0.5")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, process)
+        assert httpx.post(url + "/signup", json={"email": "late@example.com"},
+                          timeout=10).status_code == 202
+        process.send_signal(signal.SIGINT)  # while the email is still being sent
+        output, _ = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output
+    assert "waiting for 1 background job(s)" in output
+    assert output.index("mail to late@example.com") < output.index("stopped.")
