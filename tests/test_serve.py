@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import httpx
 import psutil
@@ -33,29 +34,41 @@ def _wait_healthy(url: str, process, timeout: float = 15) -> None:
     raise AssertionError(f"{url} never became healthy")
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-def test_serve_answers_then_stops_everything_on_a_signal(stop_signal):
+@contextmanager
+def _serving(mode: str, email_delay: float):
+    """Run `make serve`'s command on a free port; never leave it running."""
     port = free_port()
-    process = _start("--mode", "blocking", "--port", str(port), "--email-delay", "0.1")
+    process = _start("--mode", mode, "--port", str(port), "--email-delay", str(email_delay))
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(url, process)
-        assert httpx.post(url + "/signup", json={"email": "ada@example.com"},
-                          timeout=10).status_code == 201
-        children = psutil.Process(process.pid).children(recursive=True)
-        process.send_signal(stop_signal)
-        output, _ = process.communicate(timeout=15)
+        yield process, url
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _stop(process, stop_signal=signal.SIGINT) -> str:
+    process.send_signal(stop_signal)
+    output, _ = process.communicate(timeout=15)
     assert process.returncode == 0, output
+    return output
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_serve_answers_then_stops_everything_on_a_signal(stop_signal):
+    with _serving("blocking", email_delay=0.1) as (process, url):
+        assert httpx.post(url + "/signup", json={"email": "ada@example.com"},
+                          timeout=10).status_code == 201
+        children = psutil.Process(process.pid).children(recursive=True)
+        output = _stop(process, stop_signal)
     assert "mail to ada@example.com" in output
     assert "POST /signup -> 201" in output
     assert "stopped." in output
     assert not any(child.is_running() for child in children)
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", port))  # the port is free again
+        probe.bind(("127.0.0.1", int(url.rsplit(":", 1)[1])))  # the port is free again
 
 
 def test_serve_on_a_taken_port_says_so_and_exits_2(taken_port):
@@ -74,19 +87,9 @@ def test_serve_refuses_an_unknown_mode():
 
 
 def test_ctrl_c_in_nowait_mode_lets_the_job_in_flight_finish():
-    port = free_port()
-    process = _start("--mode", "nowait", "--port", str(port), "--email-delay", "0.5")
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, process)
+    with _serving("nowait", email_delay=0.5) as (process, url):
         assert httpx.post(url + "/signup", json={"email": "late@example.com"},
                           timeout=10).status_code == 202
-        process.send_signal(signal.SIGINT)  # while the email is still being sent
-        output, _ = process.communicate(timeout=15)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 0, output
+        output = _stop(process)  # while the email is still being sent
     assert "waiting for 1 background job(s)" in output
     assert output.index("mail to late@example.com") < output.index("stopped.")
