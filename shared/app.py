@@ -1,13 +1,15 @@
 """The running example: a signup endpoint that triggers two expensive jobs.
 
-``POST /signup`` with ``{"email": "..."}`` creates an account, then needs a
-welcome email (slow SMTP provider) and an avatar thumbnail (CPU work). How
-the app runs those jobs is its *mode*:
+``POST /signup`` with ``{"email": "..."}`` creates an account, and with it two
+jobs: a welcome email (a slow SMTP provider) and an avatar thumbnail (CPU
+work). How those jobs run is the app's *mode*, one module of
+:mod:`shared.modes` each; this module holds only the routes.
 
 - ``bare``: no jobs at all, the baseline for how fast the app can answer.
-- ``blocking``: the handler runs both jobs, then answers (lesson 01).
-- ``nowait``: the handler starts a thread for the jobs and answers at once,
-  with no way to learn whether they worked (lesson 01's teaser).
+- ``blocking``: the handler runs both jobs, then answers ``201`` (or ``502``).
+- ``nowait``: a thread per job, and an immediate ``202`` with no job ids.
+- Every later mode answers ``202`` with the job ids; ``GET /jobs/<id>`` tells
+  how each job is doing.
 
 Every answer carries a ``Server-Timing`` header that says where the time went.
 """
@@ -17,67 +19,18 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from shared import jobs
-from shared.accounts import AccountExists, Accounts
-from shared.background import FireAndForget
-from shared.joblog import JobLog
+from shared.job import new_jobs
+from shared.modes import Closed, Runner, runner_class
+from shared.settings import Settings
+from shared.store import AccountExists, Store
 from shared.validation import MAX_BODY_BYTES, InvalidSignup, parse_signup
 
-MODES = ("bare", "blocking", "nowait")
 log = logging.getLogger("shared.app")
-
-
-class JobFailed(RuntimeError):
-    """One of the signup's jobs raised; ``job`` names which."""
-
-    def __init__(self, job: str, error: BaseException) -> None:
-        super().__init__(f"{job} job failed: {type(error).__name__}: {error}")
-        self.job = job
-
-
-@dataclass
-class SignupJobs:
-    """Runs the welcome email and the avatar for one new account, timing each."""
-
-    smtp_host: str
-    smtp_port: int
-    accounts: Accounts
-    joblog: JobLog
-    avatar_size: int = 128
-
-    def run(self, request_id: str, email: str) -> dict[str, float]:
-        """Run both jobs in order; return their durations in seconds."""
-        durations = {}
-        with self._step(request_id, "email", durations):
-            jobs.send_welcome_email(email, smtp_host=self.smtp_host, smtp_port=self.smtp_port)
-        with self._step(request_id, "avatar", durations):
-            png = jobs.render_avatar(email, size=self.avatar_size)
-        account = self.accounts.get(email)
-        if account is not None:
-            account.welcomed, account.avatar_png = True, png
-        return durations
-
-    def _step(self, request_id: str, name: str, durations: dict[str, float]):
-        return _Step(self.joblog.timed(request_id, name), name, durations)
-
-
-class _Step:
-    def __init__(self, timed, name: str, durations: dict[str, float]) -> None:
-        self._timed, self._name, self._durations = timed, name, durations
-
-    def __enter__(self) -> None:
-        self._timed.__enter__()
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._timed.__exit__(exc_type, exc, tb)
-        self._durations[self._name] = self._timed.span.seconds
-        if exc is not None and isinstance(exc, Exception):
-            raise JobFailed(self._name, exc) from exc
 
 
 @dataclass
@@ -85,10 +38,17 @@ class AppState:
     """What a running app holds, for lessons and tests to look at."""
 
     mode: str
-    accounts: Accounts
-    joblog: JobLog
-    signup_jobs: SignupJobs
-    background: FireAndForget = field(default_factory=FireAndForget)
+    settings: Settings
+    store: Store
+    runner: Runner
+    owns_store: bool = True
+
+    def close(self, timeout: float = 10.0) -> Closed:
+        """Let the runner finish or hand back its jobs, then drop the store."""
+        closed = self.runner.close(timeout)
+        if self.owns_store:
+            self.store.remove()
+        return closed
 
 
 def state(app: Flask) -> AppState:
@@ -96,15 +56,27 @@ def state(app: Flask) -> AppState:
 
 
 def create_app(mode: str = "blocking", *, smtp_host: str = "127.0.0.1", smtp_port: int = 8025,
-               avatar_size: int = 128, joblog: JobLog | None = None) -> Flask:
-    """Build the signup app. ``smtp_host``/``smtp_port`` point at the mail provider."""
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
+               settings: Settings | None = None, store: Store | None = None,
+               runner: Runner | None = None) -> Flask:
+    """Build the signup app in ``mode``, with a fresh store unless given one.
+
+    ``smtp_host``/``smtp_port`` point at the mail provider (or pass whole
+    ``settings``). Pass a ready ``runner`` for a mode that takes options.
+    """
+    runner_type = runner_class(mode)
+    owns_store = store is None
+    store = store if store is not None else Store.fresh()
+    settings = settings or Settings(smtp_host=smtp_host, smtp_port=smtp_port)
+    redis = settings.redis_url
+    if "redis" in runner_type.needs and not redis:
+        from shared.redis_server import redis_url  # noqa: PLC0415 - only modes that queue there
+        redis = redis_url()
+    settings = replace(settings, store_path=str(store.path), redis_url=redis)
+    if runner is None:
+        runner = runner_type(store, settings)
     app = Flask("shared.app")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    accounts, joblog = Accounts(), joblog if joblog is not None else JobLog()
-    app.extensions["signup"] = AppState(
-        mode, accounts, joblog, SignupJobs(smtp_host, smtp_port, accounts, joblog, avatar_size))
+    app.extensions["signup"] = AppState(mode, settings, store, runner, owns_store)
     _add_routes(app)
     return app
 
@@ -118,12 +90,19 @@ def _add_routes(app: Flask) -> None:
     def signup():
         return _signup(state(app))
 
+    @app.get("/jobs/<job_id>")
+    def job_status(job_id: str):
+        status = state(app).runner.status(job_id)
+        if status is None:
+            return jsonify(error=f"no job with id {job_id!r}"), 404
+        return jsonify(status.public())
+
     @app.get("/accounts/<email>/avatar.png")
     def avatar(email: str):
-        account = state(app).accounts.get(email)
-        if account is None or account.avatar_png is None:
+        png = state(app).store.avatar(email)
+        if png is None:
             return jsonify(error=f"no avatar for {email!r} (yet)"), 404
-        return Response(account.avatar_png, mimetype="image/png")
+        return Response(png, mimetype="image/png")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -139,30 +118,45 @@ def _add_routes(app: Flask) -> None:
 
 def _signup(app_state: AppState):
     request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex[:8]
-    timing = ServerTiming()
+    runner, timing = app_state.runner, ServerTiming()
     try:
         with timing.measure("validate"):
             email = parse_signup(request.content_type, request.get_data(cache=False))
         with timing.measure("account"):
-            app_state.accounts.create(email)
+            jobs = new_jobs(email, request_id, runner.kinds)
+            app_state.store.create_account(email, jobs)
     except InvalidSignup as exc:
         return _answer({"error": str(exc)}, exc.status, request_id, timing)
     except AccountExists:
         return _answer({"error": f"{email} already has an account"}, 409, request_id, timing)
 
-    if app_state.mode == "blocking":
-        try:
-            timing.update(app_state.signup_jobs.run(request_id, email))
-        except JobFailed as exc:
-            return _answer({"email": email, "error": str(exc)}, 502, request_id, timing)
-        return _answer({"email": email, "welcome_email": "sent", "avatar": "ready"},
-                       201, request_id, timing)
-    if app_state.mode == "nowait":
-        with timing.measure("start_thread"):
-            app_state.background.submit(app_state.signup_jobs.run, request_id, email)
+    if not jobs:
+        return _answer({"email": email}, 201, request_id, timing)
+    if runner.handler_waits:
+        return _run_then_answer(app_state, email, jobs, request_id, timing)
+    with timing.measure("enqueue"):
+        for job in jobs:
+            runner.submit(job)
+    if not runner.tells_job_ids:
         return _answer({"email": email, "jobs": "started; nobody will tell you how they went"},
                        202, request_id, timing)
-    return _answer({"email": email}, 201, request_id, timing)
+    return _answer({"email": email, "jobs": {job.kind: job.id for job in jobs}},
+                   202, request_id, timing)
+
+
+def _run_then_answer(app_state: AppState, email: str, jobs: list, request_id: str,
+                     timing: "ServerTiming"):
+    failed = []
+    for job in jobs:
+        app_state.runner.submit(job)  # runs it, here and now
+        status = app_state.store.job(job.id)
+        timing.durations[job.kind] = status.seconds or 0.0
+        if status.status == "failed":
+            failed.append(f"{job.kind} job failed: {status.error}")
+    if failed:
+        return _answer({"email": email, "error": "; ".join(failed)}, 502, request_id, timing)
+    return _answer({"email": email, "welcome_email": "sent", "avatar": "ready"},
+                   201, request_id, timing)
 
 
 def _answer(body: dict, status: int, request_id: str, timing: "ServerTiming"):
@@ -179,11 +173,8 @@ class ServerTiming:
     def __init__(self) -> None:
         self.durations: dict[str, float] = {}
 
-    def measure(self, name: str):
-        return _Measure(self, name)
-
-    def update(self, durations: dict[str, float]) -> None:
-        self.durations.update(durations)
+    def measure(self, name: str) -> "_Measure":
+        return _Measure(self.durations, name)
 
     def header(self) -> str:
         return ", ".join(f"{name};dur={seconds * 1000:.1f}"
@@ -191,11 +182,13 @@ class ServerTiming:
 
 
 class _Measure:
-    def __init__(self, timing: ServerTiming, name: str) -> None:
-        self._timing, self._name = timing, name
+    """Adds the enclosed block's duration to ``durations[name]``."""
+
+    def __init__(self, durations: dict[str, float], name: str) -> None:
+        self._durations, self._name = durations, name
 
     def __enter__(self) -> None:
         self._start = time.perf_counter()
 
     def __exit__(self, *exc_info) -> None:
-        self._timing.durations[self._name] = time.perf_counter() - self._start
+        self._durations[self._name] = time.perf_counter() - self._start

@@ -1,7 +1,10 @@
 """Run the signup app in the foreground, outside Jupyter: ``make serve``.
 
-Starts what the chosen mode needs (the slow SMTP sink; Redis when a mode
-queues jobs there), serves until Ctrl-C or SIGTERM, then stops all of it.
+Starts what the chosen mode needs (the slow SMTP sink; Redis and workers
+when a mode's runner needs them), serves until Ctrl-C or SIGTERM, then stops
+in an order that drops no request: stop accepting, let requests in flight
+finish, close the runner (its jobs finish or go back to the queue), and only
+then stop the SMTP sink and Redis.
 """
 
 from __future__ import annotations
@@ -9,14 +12,25 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 import time
 from contextlib import ExitStack
 
-from shared.app import MODES, create_app, state
+from shared.app import create_app, state
+from shared.modes import MODES
+from shared.redis_server import RedisUnavailable, mask_password
 from shared.smtp_sink import SmtpSink
 from shared.web import BackgroundServer, PortInUse
 
-NEEDS_REDIS: frozenset[str] = frozenset()  # later lessons' modes join this set
+DRAIN_SECONDS = 10.0
+_say_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Print one whole line; lines from different threads never interleave."""
+    with _say_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,38 +39,43 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         try:
             sink = stack.enter_context(SmtpSink(delay=args.email_delay, on_delivery=_print_delivery))
-            if args.mode in NEEDS_REDIS:
-                from shared.redis_server import redis_url  # noqa: PLC0415 - only when needed
-                print(f"redis:   {redis_url()}")
             app = create_app(args.mode, smtp_host=sink.host, smtp_port=sink.port)
             server = BackgroundServer(app, threaded=not args.single_thread, host=args.host,
-                                      port=args.port, on_request=_print_request)
-            server.listen()
-            stack.callback(server.stop)
-        except (PortInUse, OSError) as exc:
-            print(f"error: {exc.strerror or exc}", file=sys.stderr)
+                                      port=args.port, on_request=_print_request).listen()
+        except (PortInUse, OSError, RedisUnavailable) as exc:
+            print(f"error: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
             return 2
-        _print_banner(args, server, sink)
+        _print_banner(args, server, sink, state(app).settings)
         try:
             server.serve_forever()  # werkzeug returns quietly on Ctrl-C
         except KeyboardInterrupt:
             pass
-        # A second Ctrl-C must not cut the clean-up short: it is bounded anyway.
+        # A second Ctrl-C must not cut the clean-up short: every step is bounded.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print("\nstopping: web server, SMTP sink"
-              + (", Redis" if args.mode in NEEDS_REDIS else ""), flush=True)
-        pending = state(app).background.pending
-        if pending:
-            print(f"waiting for {pending} background job(s) to finish...", flush=True)
-            state(app).background.wait(timeout=10)
-    print("stopped.", flush=True)
+        _stop(app, server)
+    say("stopped.")
     return 0
+
+
+def _stop(app, server: BackgroundServer) -> None:
+    in_flight = server.in_flight.count
+    say("\nstopping: no new requests" + (f"; {in_flight} in flight" if in_flight else ""))
+    left = server.stop(drain=DRAIN_SECONDS)
+    if left:
+        say(f"{left} request(s) still unanswered after {DRAIN_SECONDS:g} s")
+    unfinished = state(app).store.counts()
+    pending = unfinished["queued"] + unfinished["running"]
+    if pending:
+        say(f"waiting for {pending} job(s) to finish...")
+    closed = state(app).close(timeout=DRAIN_SECONDS)
+    say(f"jobs: {closed}")
+    say("stopping: SMTP sink" + (", Redis" if state(app).settings.redis_url else ""))
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="make serve", description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=MODES, default="blocking")
+    parser.add_argument("--mode", choices=list(MODES), default="blocking")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--email-delay", type=float, default=0.5,
@@ -73,23 +92,26 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _print_banner(args, server: BackgroundServer, sink: SmtpSink) -> None:
+def _print_banner(args, server: BackgroundServer, sink: SmtpSink, settings) -> None:
     kind = "single-threaded" if args.single_thread else "threaded"
-    print(f"mode:    {args.mode} ({kind} server)\n"
-          f"app:     {server.url}\n"
-          f"smtp:    {sink.host}:{sink.port} (answers after {sink.delay:g} s)\n"
-          f"try:     curl -i -X POST {server.url}/signup -H 'Content-Type: application/json' "
-          f"-d '{{\"email\": \"ada@example.com\"}}'\n"
-          f"Ctrl-C stops everything.", flush=True)
+    redis = f"redis:   {mask_password(settings.redis_url)}\n" if settings.redis_url else ""
+    say(f"mode:    {args.mode} ({kind} server)\n"
+        f"app:     {server.url}\n"
+        f"smtp:    {sink.host}:{sink.port} (answers after {sink.delay:g} s)\n"
+        f"{redis}"
+        f"try:     curl -i -X POST {server.url}/signup -H 'Content-Type: application/json' "
+        f"-d '{{\"email\": \"ada@example.com\"}}'\n"
+        f"status:  curl {server.url}/jobs/<id from the answer>\n"
+        f"Ctrl-C stops everything.")
 
 
 def _print_request(method: str, path: str, status) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {method} {path} -> {status}", flush=True)
+    say(f"{time.strftime('%H:%M:%S')} {method} {path} -> {status}")
 
 
 def _print_delivery(message) -> None:
-    print(f"{time.strftime('%H:%M:%S')} mail to {', '.join(message.recipients)}: "
-          f"{message.subject!r}", flush=True)
+    say(f"{time.strftime('%H:%M:%S')} mail to {', '.join(message.recipients)}: "
+        f"{message.subject!r}")
 
 
 if __name__ == "__main__":

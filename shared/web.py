@@ -40,6 +40,14 @@ class QuietRequestHandler(WSGIRequestHandler):
 
     on_request = None
 
+    def run_wsgi(self) -> None:
+        """Serve one request, counted as in flight until its answer is written."""
+        counter = getattr(self.server, "in_flight", None)
+        if counter is None:
+            return super().run_wsgi()
+        with counter:
+            return super().run_wsgi()
+
     def log_request(self, code="-", size="-") -> None:
         callback = type(self).on_request
         if callback is not None:
@@ -48,6 +56,34 @@ class QuietRequestHandler(WSGIRequestHandler):
     def log(self, type: str, message: str, *args) -> None:  # noqa: A002
         if type == "error":
             log.error(message, *args)
+
+
+class InFlight:
+    """How many requests a server is answering right now; wait for none."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self._idle:
+            self._count += 1
+
+    def __exit__(self, *exc_info) -> None:
+        with self._idle:
+            self._count -= 1
+            self._idle.notify_all()
+
+    @property
+    def count(self) -> int:
+        with self._idle:
+            return self._count
+
+    def wait_idle(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s for no request in flight; return how many are left."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._count == 0, timeout)
+            return self._count
 
 
 class BackgroundServer:
@@ -65,6 +101,7 @@ class BackgroundServer:
                              {"on_request": staticmethod(on_request) if on_request else None})
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self.in_flight = InFlight()
 
     @property
     def port(self) -> int:
@@ -105,21 +142,29 @@ class BackgroundServer:
         # when a port is taken, which would kill a notebook's kernel.
         sock = _listen(self.host, self._asked_port)
         try:
-            return make_server(self.host, sock.getsockname()[1], self.app,
-                               threaded=self.threaded, request_handler=self._handler,
-                               fd=sock.fileno())
+            server = make_server(self.host, sock.getsockname()[1], self.app,
+                                 threaded=self.threaded, request_handler=self._handler,
+                                 fd=sock.fileno())
         finally:
             sock.close()  # the server holds its own duplicate of the socket
+        server.in_flight = self.in_flight
+        return server
 
-    def stop(self) -> None:
+    def stop(self, drain: float = 10.0) -> int:
+        """Stop accepting, then wait up to ``drain`` s for requests in flight.
+
+        Returns how many requests were still being answered at the deadline
+        (0 after a clean stop).
+        """
         server, self._server = self._server, None
         thread, self._thread = self._thread, None
         if server is None:
-            return
+            return 0
         if thread is not None:
             server.shutdown()
             thread.join(timeout=10)
-        server.server_close()
+        server.server_close()  # no new connections from here on
+        return self.in_flight.wait_idle(drain)
 
     def __enter__(self) -> "BackgroundServer":
         return self.start()

@@ -1,4 +1,4 @@
-import time
+"""The signup app's routes, in the modes lesson 01 uses."""
 
 import httpx
 import pytest
@@ -9,7 +9,7 @@ from shared.web import BackgroundServer, free_port
 
 @pytest.fixture
 def serve(sink):
-    """Start the app in a mode on a real threaded server; stop it afterwards."""
+    """Start the app in a mode on a real threaded server; stop and close it afterwards."""
     running = []
 
     def start(mode, **options):
@@ -23,7 +23,7 @@ def serve(sink):
     yield start
     for app, server in running:
         server.stop()
-        assert state(app).background.wait(timeout=10)
+        assert state(app).close(timeout=10).unfinished == 0
 
 
 def _signup(url, email="ada@example.com"):
@@ -43,55 +43,69 @@ def test_blocking_signup_answers_after_both_jobs(serve, sink):
                                "avatar": "ready"}
     assert [m.recipients for m in sink.inbox] == [("ada@example.com",)]
     timing = _server_timing(response)
-    assert timing["email"] >= sink.delay
+    assert timing["welcome_email"] >= sink.delay
     assert timing["avatar"] > 0
-    assert httpx.get(url + "/accounts/ada@example.com/avatar.png").headers["content-type"] \
-        == "image/png"
-    spans = state(app).joblog.spans()
-    assert [s.name for s in spans] == ["email", "avatar"]
+    avatar = httpx.get(url + "/accounts/ada@example.com/avatar.png")
+    assert avatar.headers["content-type"] == "image/png"
+    assert avatar.content.startswith(b"\x89PNG")
+    spans = state(app).store.spans()
+    assert [s.name for s in spans] == ["welcome_email", "avatar"]
     assert {s.request_id for s in spans} == {response.headers["X-Request-ID"]}
 
 
-def test_request_id_is_echoed(serve):
-    _, url = serve("bare")
+def test_request_id_is_echoed_but_job_ids_are_the_servers(serve):
+    app, url = serve("blocking")
     response = httpx.post(url + "/signup", json={"email": "ada@example.com"},
-                          headers={"X-Request-ID": "r42"})
+                          headers={"X-Request-ID": "r42"}, timeout=10)
     assert response.headers["X-Request-ID"] == "r42"
+    jobs = state(app).store.jobs()
+    assert [job.request_id for job in jobs] == ["r42", "r42"]
+    assert len({job.id for job in jobs}) == 2 and "r42" not in {job.id for job in jobs}
 
 
 def test_bare_signup_runs_no_job(serve, sink):
     app, url = serve("bare")
     assert _signup(url).status_code == 201
     assert sink.inbox == []
-    assert state(app).accounts.get("ada@example.com") is not None
+    assert state(app).store.account("ada@example.com") is not None
+    assert state(app).store.jobs() == []
 
 
-def test_nowait_answers_before_the_email_is_delivered(serve, sink):
+def test_nowait_answers_before_the_email_is_delivered_and_gives_no_ids(serve, sink):
     app, url = serve("nowait")
     response = _signup(url)
-    answered = time.time()
     assert response.status_code == 202
-    assert state(app).background.wait(timeout=10)
+    assert isinstance(response.json()["jobs"], str)  # no ids: that is its point
+    assert sink.inbox == []  # the provider takes 0.3 s: nothing arrived yet
+    assert state(app).runner.wait(timeout=10)
     [message] = sink.inbox
-    assert message.received_at > answered  # the client had its answer first
-    assert state(app).accounts.get("ada@example.com").avatar_png
+    assert message.recipients == ("ada@example.com",)
+    assert state(app).store.avatar("ada@example.com")
 
 
 def test_a_down_provider_is_a_502_when_blocking(serve):
-    _, url = serve("blocking", smtp_port=free_port())
+    app, url = serve("blocking", smtp_port=free_port())
     response = _signup(url)
     assert response.status_code == 502
-    assert "email job failed" in response.json()["error"]
+    assert "welcome_email job failed: ConnectionRefusedError" in response.json()["error"]
+    assert [job.status for job in state(app).store.jobs()] == ["failed", "done"]
 
 
 def test_a_down_provider_is_invisible_to_the_client_when_not_waiting(serve):
     app, url = serve("nowait", smtp_port=free_port())
     assert _signup(url).status_code == 202
-    assert state(app).background.wait(timeout=10)
-    [error] = state(app).background.errors
-    assert "email job failed" in error
-    [span] = state(app).joblog.spans()
-    assert not span.ok
+    assert state(app).runner.wait(timeout=10)
+    [error] = state(app).runner.errors
+    assert error.startswith("welcome_email job failed: ConnectionRefusedError")
+    failed = [span for span in state(app).store.spans() if not span.ok]
+    assert [span.name for span in failed] == ["welcome_email"]
+
+
+def test_an_unknown_job_id_is_a_json_404(serve):
+    _, url = serve("blocking")
+    response = httpx.get(url + "/jobs/nope")
+    assert response.status_code == 404
+    assert "nope" in response.json()["error"]
 
 
 @pytest.mark.parametrize("kwargs, status", [
@@ -104,15 +118,16 @@ def test_a_down_provider_is_invisible_to_the_client_when_not_waiting(serve):
     ({"content": b"{" + b" " * 5000 + b"}", "headers": {"Content-Type": "application/json"}}, 413),
 ])
 def test_bad_input_gets_a_4xx_with_a_json_error(serve, sink, kwargs, status):
-    _, url = serve("blocking")
+    app, url = serve("blocking")
     response = httpx.post(url + "/signup", **kwargs)
     assert response.status_code == status
     assert response.json()["error"]
     assert sink.inbox == []
+    assert state(app).store.jobs() == []
 
 
 def test_a_second_signup_with_the_same_address_is_a_conflict(serve):
-    _, url = serve("bare")
+    app, url = serve("bare")
     assert _signup(url).status_code == 201
     second = _signup(url, "ADA@example.com")
     assert second.status_code == 409
@@ -122,10 +137,21 @@ def test_a_second_signup_with_the_same_address_is_a_conflict(serve):
 def test_unknown_routes_and_methods_answer_json(serve):
     _, url = serve("bare")
     assert httpx.get(url + "/nope").json()["error"]
-    assert httpx.get(url + "/signup").status_code == 405
+    wrong_method = httpx.get(url + "/signup")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]
     assert httpx.get(url + "/health").json() == {"status": "ok", "mode": "bare"}
 
 
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="blocking"):
         create_app("eventually")
+
+
+def test_each_app_gets_a_fresh_store_removed_on_close():
+    first, second = create_app("bare"), create_app("bare")
+    path = state(first).store.path
+    assert path != state(second).store.path
+    for app in (first, second):
+        state(app).close()
+    assert not path.exists()

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from shared.joblog import JobSpan  # noqa: E402
+from shared.store import Span as JobSpan  # noqa: E402
 from shared.load import LoadResult, Record  # noqa: E402
 from shared.plots import (  # noqa: E402
     WAITING_COLOUR,
@@ -37,7 +37,7 @@ def record(index: int, start: float, end: float, status: int | None = 201) -> Re
 
 
 def span(index: int, name: str, start: float, end: float, error: str | None = None) -> JobSpan:
-    return JobSpan(f"r{index:04d}-test", name, T0 + start, T0 + end, error)
+    return JobSpan(f"j{index}-{name}", f"r{index:04d}-test", name, 1, T0 + start, T0 + end, error)
 
 
 def load_result(label: str, records: list[Record]) -> LoadResult:

@@ -1,0 +1,30 @@
+"""One module per way of running a signup's jobs, and the table that names them.
+
+Each lesson adds one module and one line to :data:`MODES`. The app, ``make
+serve``, ``make bench`` and the lessons look a mode up here, and start the
+parts its runner ``needs``.
+"""
+
+from __future__ import annotations
+
+from shared.modes.bare import NoJobs
+from shared.modes.base import Closed, Runner
+from shared.modes.fire_and_forget import FireAndForget
+from shared.modes.inline import Inline
+
+MODES: dict[str, type[Runner]] = {
+    "bare": NoJobs,
+    "blocking": Inline,
+    "nowait": FireAndForget,
+}
+
+
+def runner_class(mode: str) -> type[Runner]:
+    """The runner of ``mode``; ``ValueError`` naming the known modes otherwise."""
+    try:
+        return MODES[mode]
+    except KeyError:
+        raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}") from None
+
+
+__all__ = ["MODES", "Closed", "Runner", "runner_class"]

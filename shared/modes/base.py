@@ -1,0 +1,94 @@
+"""What every way of running jobs offers the web app, the lessons and ``make serve``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+from shared.job import Job
+from shared.settings import Settings
+from shared.store import JobStatus, Store
+
+POLL_SECONDS = 0.02
+
+
+@dataclass(frozen=True)
+class Closed:
+    """What :meth:`Runner.close` left behind: jobs queued or running at its deadline."""
+
+    unfinished: int = 0
+    handed_back: int = 0  # still queued somewhere that outlives this process (Redis)
+
+    def __str__(self) -> str:
+        if not self.unfinished and not self.handed_back:
+            return "every job finished"
+        parts = []
+        if self.unfinished:
+            parts.append(f"{self.unfinished} job(s) left unfinished")
+        if self.handed_back:
+            parts.append(f"{self.handed_back} job(s) left queued for the next worker")
+        return ", ".join(parts)
+
+
+class Runner:
+    """Runs the jobs a signup makes. One subclass per way of running them.
+
+    Class attributes say what the app and ``make serve`` must do around it:
+    ``kinds`` (no kinds: the app makes no jobs), ``handler_waits`` (the
+    request handler waits for the jobs, and answers 201 or 502),
+    ``tells_job_ids`` (the 202 answer carries the job ids) and ``needs``
+    (parts to start first: ``"redis"``, ``"worker"``).
+    """
+
+    name: ClassVar[str] = ""
+    kinds: ClassVar[tuple[str, ...]] = ("welcome_email", "avatar")
+    handler_waits: ClassVar[bool] = False
+    tells_job_ids: ClassVar[bool] = True
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store, self.settings = store, settings
+        self._bookmark = store.last_seq()
+
+    def submit(self, job: Job) -> None:
+        """Take ``job`` (already recorded as queued in the store) and run it, some time."""
+        raise NotImplementedError
+
+    def status(self, job_id: str) -> JobStatus | None:
+        """Where the job is now: by default, what the store says."""
+        return self.store.job(job_id)
+
+    def close(self, timeout: float = 10.0) -> Closed:
+        """Stop taking jobs, finish or hand back what is queued, stop workers.
+
+        Waits at most ``timeout`` seconds.
+        """
+        self.wait(timeout)
+        counts = self.store.counts()
+        return Closed(unfinished=counts["queued"] + counts["running"])
+
+    def wait(self, timeout: float = 30.0, progress: bool = False) -> bool:
+        """Wait until every job so far has finished (done or failed).
+
+        Returns False if some were still queued or running after ``timeout``.
+        ``progress=True`` shows a bar of the jobs queued since the last wait.
+        """
+        from shared.progress import progress_bar  # noqa: PLC0415 - tqdm only when asked
+
+        deadline = time.monotonic() + timeout
+        finished, total = self.store.progress_since(self._bookmark)
+        with progress_bar(total, "background jobs", "job", enabled=progress and total > 0) as bar:
+            while True:
+                finished, total = self.store.progress_since(self._bookmark)
+                bar.update(finished - bar.n)
+                if finished == total or time.monotonic() > deadline:
+                    break
+                time.sleep(POLL_SECONDS)
+        if finished == total:
+            self._bookmark = self.store.last_seq()
+            return True
+        return False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} mode={self.name!r}>"

@@ -1,0 +1,326 @@
+"""The app's database: accounts, avatars, job status and timing spans, in SQLite.
+
+Any process can open the same file, so a worker in another process records
+its job's status and result exactly as a thread of the web app does. This is
+the split a real deployment has: a database every process reaches (here
+SQLite; Postgres in production), and a queue that only carries messages.
+
+Each thread gets its own connection. The file uses write-ahead logging, so
+readers never wait for a writer, and writers wait (up to ``BUSY_SECONDS``)
+for each other instead of failing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from shared.job import Job
+
+BUSY_SECONDS = 10.0
+STATUSES = ("queued", "running", "done", "failed")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    email      TEXT PRIMARY KEY COLLATE NOCASE,
+    created_at REAL NOT NULL,
+    welcomed   INTEGER NOT NULL DEFAULT 0,
+    avatar     BLOB
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    kind        TEXT NOT NULL,
+    email       TEXT NOT NULL,
+    request_id  TEXT NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'queued',
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    error       TEXT,
+    enqueued_at REAL NOT NULL,
+    started_at  REAL,
+    finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS spans (
+    job_id     TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    attempt    INTEGER NOT NULL,
+    start      REAL NOT NULL,
+    end        REAL NOT NULL,
+    error      TEXT
+);
+"""
+
+
+class AccountExists(Exception):
+    """Someone already signed up with this address."""
+
+
+@dataclass(frozen=True)
+class Account:
+    email: str
+    created_at: float
+    welcomed: bool
+    has_avatar: bool
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A job as ``GET /jobs/<id>`` shows it. Times are Unix timestamps."""
+
+    id: str
+    kind: str
+    status: str
+    attempts: int
+    error: str | None
+    enqueued_at: float
+    started_at: float | None
+    finished_at: float | None
+    email: str = ""
+    request_id: str = ""
+
+    def public(self) -> dict:
+        """The fields a client may see (not the address, not the request id)."""
+        return {"id": self.id, "kind": self.kind, "status": self.status,
+                "attempts": self.attempts, "error": self.error,
+                "enqueued_at": self.enqueued_at, "started_at": self.started_at,
+                "finished_at": self.finished_at}
+
+    @property
+    def seconds(self) -> float | None:
+        """How long its last attempt ran, once it has finished."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True)
+class Span:
+    """One attempt of one job, for timelines.
+
+    ``start`` and ``end`` are ``time.perf_counter()`` readings. On Linux and
+    macOS that clock is the same in every process of the machine, so spans
+    written by workers line up with the load generator's records.
+    """
+
+    job_id: str
+    request_id: str
+    name: str
+    attempt: int
+    start: float
+    end: float
+    error: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Store:
+    """One SQLite file, shared by every thread and process of one running app."""
+
+    def __init__(self, path: str | Path, *, owns_file: bool = False) -> None:
+        self.path = Path(path)
+        self._owns_file = owns_file
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._db().executescript(SCHEMA)
+
+    @classmethod
+    def fresh(cls) -> "Store":
+        """A new, empty store in a temporary folder, removed by :meth:`remove`
+        (or at interpreter exit). Re-running a lesson never meets its last run."""
+        folder = Path(tempfile.mkdtemp(prefix="defer-store-"))
+        store = cls(folder / "store.sqlite3", owns_file=True)
+        atexit.register(store.remove)
+        return store
+
+    # -- connections ---------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RuntimeError(f"the store {self.path} is closed")
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA busy_timeout={int(BUSY_SECONDS * 1000)}")
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    def _write(self) -> "_Transaction":
+        return _Transaction(self._db())
+
+    def close(self) -> None:
+        """Close every connection this object opened, in any thread."""
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for db in connections:
+            try:
+                db.close()
+            except sqlite3.Error:
+                pass
+
+    def remove(self) -> None:
+        """Close, and delete the file if :meth:`fresh` made it. Idempotent."""
+        atexit.unregister(self.remove)
+        self.close()
+        if self._owns_file:
+            shutil.rmtree(self.path.parent, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return f"<Store {self.path.name}>"
+
+    # -- accounts ------------------------------------------------------------
+
+    def create_account(self, email: str, jobs: Iterable["Job"] = ()) -> None:
+        """Create the account and queue its jobs in one transaction.
+
+        Raises :class:`AccountExists` when the address (any case) is taken.
+        """
+        with self._write() as db:
+            try:
+                db.execute("INSERT INTO accounts (email, created_at) VALUES (?, ?)",
+                           (email, time.time()))
+            except sqlite3.IntegrityError:
+                raise AccountExists(email) from None
+            self._insert_jobs(db, jobs)
+
+    def account(self, email: str) -> Account | None:
+        row = self._db().execute(
+            "SELECT email, created_at, welcomed, avatar IS NOT NULL FROM accounts WHERE email = ?",
+            (email,)).fetchone()
+        return None if row is None else Account(row[0], row[1], bool(row[2]), bool(row[3]))
+
+    def mark_welcomed(self, email: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE accounts SET welcomed = 1 WHERE email = ?", (email,))
+
+    def set_avatar(self, email: str, png: bytes) -> None:
+        with self._write() as db:
+            db.execute("UPDATE accounts SET avatar = ? WHERE email = ?", (png, email))
+
+    def avatar(self, email: str) -> bytes | None:
+        row = self._db().execute("SELECT avatar FROM accounts WHERE email = ?",
+                                 (email,)).fetchone()
+        return None if row is None else row[0]
+
+    # -- jobs ----------------------------------------------------------------
+
+    def add_jobs(self, jobs: Iterable["Job"]) -> None:
+        """Record jobs as queued (for jobs of an account created elsewhere)."""
+        with self._write() as db:
+            self._insert_jobs(db, jobs)
+
+    @staticmethod
+    def _insert_jobs(db: sqlite3.Connection, jobs: Iterable["Job"]) -> None:
+        db.executemany(
+            "INSERT INTO jobs (id, kind, email, request_id, enqueued_at) VALUES (?, ?, ?, ?, ?)",
+            [(j.id, j.kind, j.email, j.request_id, j.enqueued_at) for j in jobs])
+
+    def job(self, job_id: str) -> JobStatus | None:
+        row = self._db().execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?",
+                                 (job_id,)).fetchone()
+        return None if row is None else JobStatus(*row)
+
+    def jobs(self) -> list[JobStatus]:
+        """Every job, in the order they were queued."""
+        rows = self._db().execute(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY seq").fetchall()
+        return [JobStatus(*row) for row in rows]
+
+    def start_attempt(self, job_id: str) -> int:
+        """Mark the job running; return this attempt's number (1 for the first)."""
+        with self._write() as db:
+            db.execute("UPDATE jobs SET status = 'running', attempts = attempts + 1, "
+                       "started_at = ?, finished_at = NULL WHERE id = ?", (time.time(), job_id))
+            row = db.execute("SELECT attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no job {job_id!r} in {self}")
+        return row[0]
+
+    def finish_attempt(self, job_id: str, span: Span, *, will_retry: bool = False) -> None:
+        """Record an attempt's span and the job's new status.
+
+        A failed attempt leaves the job ``failed``, or ``queued`` again (with
+        its error kept) when it ``will_retry``.
+        """
+        if span.ok:
+            status = "done"
+        else:
+            status = "queued" if will_retry else "failed"
+        with self._write() as db:
+            db.execute("UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
+                       (status, span.error, time.time(), job_id))
+            db.execute("INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (span.job_id, span.request_id, span.name, span.attempt,
+                        span.start, span.end, span.error))
+
+    def set_status(self, job_id: str, status: str, error: str | None = None) -> None:
+        """Force a job's status, e.g. ``failed`` with why, for a job that never ran."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+        with self._write() as db:
+            db.execute("UPDATE jobs SET status = ?, error = COALESCE(?, error) WHERE id = ?",
+                       (status, error, job_id))
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each status."""
+        counted = dict(self._db().execute(
+            "SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
+        return {status: counted.get(status, 0) for status in STATUSES}
+
+    def last_seq(self) -> int:
+        """A bookmark: the sequence number of the newest job so far (0: none)."""
+        row = self._db().execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()
+        return row[0]
+
+    def progress_since(self, seq: int) -> tuple[int, int]:
+        """(finished, total) among the jobs queued after bookmark ``seq``."""
+        row = self._db().execute(
+            "SELECT COALESCE(SUM(status IN ('done', 'failed')), 0), COUNT(*) "
+            "FROM jobs WHERE seq > ?", (seq,)).fetchone()
+        return row[0], row[1]
+
+    # -- spans ---------------------------------------------------------------
+
+    def spans(self) -> list[Span]:
+        """Every recorded attempt, oldest first."""
+        rows = self._db().execute("SELECT * FROM spans ORDER BY start").fetchall()
+        return [Span(*row) for row in rows]
+
+
+_JOB_COLUMNS = ("id, kind, status, attempts, error, enqueued_at, started_at, finished_at, "
+                "email, request_id")
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on an exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._db.execute("BEGIN IMMEDIATE")
+        return self._db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

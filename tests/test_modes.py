@@ -1,0 +1,76 @@
+"""The contract every way of running jobs keeps. A new mode joins MODES and gets these tests."""
+
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from shared.app import create_app, state
+from shared.modes import MODES
+from shared.web import BackgroundServer, free_port
+
+RUNS_JOBS = [mode for mode, runner in MODES.items() if runner.kinds]
+DEADLINE = 30.0
+
+
+def _wait_for(what: str, predicate, deadline: float = DEADLINE):
+    end = time.monotonic() + deadline
+    while not (value := predicate()):
+        if time.monotonic() > end:
+            raise AssertionError(f"waited {deadline:g} s for {what}")
+        time.sleep(0.05)
+    return value
+
+
+def _run(mode: str, smtp_port: int, smtp_host: str = "127.0.0.1"):
+    app = create_app(mode, smtp_host=smtp_host, smtp_port=smtp_port)
+    server = BackgroundServer(app).start()
+    return app, server
+
+
+@pytest.mark.parametrize("mode", RUNS_JOBS)
+def test_a_signup_gets_its_email_and_avatar(mode, fast_sink):
+    threads_before = set(threading.enumerate())
+    children_before = set(psutil.Process().children(recursive=True))
+    app, server = _run(mode, fast_sink.port)
+    try:
+        response = httpx.post(server.url + "/signup", json={"email": "ada@example.com"},
+                              timeout=DEADLINE)
+        assert response.status_code in (201, 202)
+        store = state(app).store
+        _wait_for("both jobs to be done", lambda: [j.status for j in store.jobs()] == ["done"] * 2)
+        assert store.avatar("ada@example.com").startswith(b"\x89PNG")
+        assert store.account("ada@example.com").welcomed
+        assert [m.recipients for m in fast_sink.inbox] == [("ada@example.com",)]
+        if state(app).runner.tells_job_ids:
+            ids = response.json()["jobs"]
+            assert sorted(ids) == ["avatar", "welcome_email"]
+            for kind, job_id in ids.items():
+                status = httpx.get(f"{server.url}/jobs/{job_id}").json()
+                assert (status["kind"], status["status"], status["attempts"]) == (kind, "done", 1)
+                assert status["enqueued_at"] <= status["started_at"] <= status["finished_at"]
+    finally:
+        server.stop()
+        closed = state(app).close(timeout=DEADLINE)
+    assert closed.unfinished == 0
+    _wait_for("the mode's threads to end",
+              lambda: not {t for t in threading.enumerate() if t.is_alive()} - threads_before, 10)
+    assert not set(psutil.Process().children(recursive=True)) - children_before
+
+
+@pytest.mark.parametrize("mode", RUNS_JOBS)
+def test_a_down_provider_fails_the_email_job_with_a_readable_error(mode):
+    app, server = _run(mode, free_port())
+    try:
+        httpx.post(server.url + "/signup", json={"email": "ada@example.com"}, timeout=DEADLINE)
+        store = state(app).store
+        _wait_for("both jobs to finish", lambda: store.counts()["done"] + store.counts()["failed"] == 2)
+        by_kind = {job.kind: job for job in store.jobs()}
+        assert by_kind["welcome_email"].status == "failed"
+        assert "Connection refused" in by_kind["welcome_email"].error
+        assert by_kind["avatar"].status == "done"  # one job failing does not sink the other
+    finally:
+        server.stop()
+        state(app).close(timeout=DEADLINE)

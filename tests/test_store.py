@@ -1,0 +1,104 @@
+"""The SQLite store: shared by threads and by processes."""
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from shared.job import new_jobs
+from shared.store import AccountExists, Span, Store
+
+
+@pytest.fixture
+def store():
+    fresh = Store.fresh()
+    yield fresh
+    fresh.remove()
+
+
+def test_an_address_has_one_account_whatever_its_case(store):
+    store.create_account("ada@example.com")
+    with pytest.raises(AccountExists):
+        store.create_account("ADA@example.com")
+    assert store.account("Ada@Example.com").email == "ada@example.com"
+
+
+def test_a_refused_account_queues_none_of_its_jobs(store):
+    store.create_account("ada@example.com", new_jobs("ada@example.com", "r1"))
+    with pytest.raises(AccountExists):
+        store.create_account("ada@example.com", new_jobs("ada@example.com", "r2"))
+    assert [job.request_id for job in store.jobs()] == ["r1", "r1"]
+
+
+def test_a_job_goes_queued_running_then_done_or_failed(store):
+    email, kinds = "ada@example.com", ("welcome_email", "avatar")
+    ok, bad = new_jobs(email, "r1", kinds)
+    store.create_account(email, [ok, bad])
+    assert [store.job(j.id).status for j in (ok, bad)] == ["queued", "queued"]
+    assert store.start_attempt(ok.id) == 1
+    assert store.job(ok.id).status == "running"
+    store.finish_attempt(ok.id, Span(ok.id, "r1", ok.kind, 1, 1.0, 2.0))
+    store.start_attempt(bad.id)
+    store.finish_attempt(bad.id, Span(bad.id, "r1", bad.kind, 1, 1.0, 1.5, "OSError: boom"))
+    assert (store.job(ok.id).status, store.job(bad.id).status) == ("done", "failed")
+    assert store.job(bad.id).error == "OSError: boom"
+    assert store.counts() == {"queued": 0, "running": 0, "done": 1, "failed": 1}
+    assert [span.ok for span in store.spans()] == [True, False]
+
+
+def test_a_failed_attempt_that_will_be_retried_is_queued_again_with_its_error(store):
+    [job] = new_jobs("ada@example.com", "r1", ("welcome_email",))
+    store.create_account("ada@example.com", [job])
+    store.start_attempt(job.id)
+    store.finish_attempt(job.id, Span(job.id, "r1", job.kind, 1, 1.0, 2.0, "timeout"),
+                         will_retry=True)
+    assert (store.job(job.id).status, store.job(job.id).error) == ("queued", "timeout")
+    assert store.start_attempt(job.id) == 2
+
+
+def test_progress_counts_jobs_after_a_bookmark(store):
+    store.create_account("a@example.com", new_jobs("a@example.com", "r1"))
+    bookmark = store.last_seq()
+    later = new_jobs("b@example.com", "r2")
+    store.create_account("b@example.com", later)
+    assert store.progress_since(bookmark) == (0, 2)
+    store.start_attempt(later[0].id)
+    store.finish_attempt(later[0].id, Span(later[0].id, "r2", "welcome_email", 1, 0.0, 1.0))
+    assert store.progress_since(bookmark) == (1, 2)
+
+
+def test_many_threads_write_at_once_without_losing_a_row(store):
+    def sign_up(n):
+        store.create_account(f"user{n}@example.com", new_jobs(f"user{n}@example.com", f"r{n}"))
+
+    threads = [threading.Thread(target=sign_up, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(store.jobs()) == 40
+
+
+def test_another_process_sees_and_writes_the_same_file(store):
+    [job] = new_jobs("ada@example.com", "r1", ("avatar",))
+    store.create_account("ada@example.com", [job])
+    child = f"""
+from shared.store import Store
+store = Store({str(store.path)!r})
+store.start_attempt({job.id!r})
+store.set_avatar("ada@example.com", b"png from the child")
+"""
+    subprocess.run([sys.executable, "-c", child], check=True, timeout=30)
+    assert store.job(job.id).status == "running"
+    assert store.avatar("ada@example.com") == b"png from the child"
+
+
+def test_remove_deletes_the_fresh_store_and_is_idempotent():
+    store = Store.fresh()
+    store.create_account("ada@example.com")
+    store.remove()
+    store.remove()
+    assert not store.path.exists()
+    with pytest.raises(RuntimeError, match="closed"):
+        store.account("ada@example.com")
