@@ -12,6 +12,8 @@ PYTHON ?= $(firstword $(foreach p,python3 python3.11 python3.12 python3.13 pytho
   $(shell command -v $(p) >/dev/null 2>&1 && $(p) -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && echo $(p))))
 
 MODE ?= blocking
+WORKERS ?=
+QUEUE_SIZE ?=
 PORT ?= 8000
 NOTEBOOKS ?= exercises
 LESSON ?= lessons/01_blocking_handlers.ipynb
@@ -58,7 +60,8 @@ exercises: $(STAMP)
 	$(PY) -m shared.grading.generate
 
 serve: $(STAMP)
-	@$(PY) -m shared.serve --mode $(MODE) --port $(PORT)
+	@$(PY) -m shared.serve --mode $(MODE) --port $(PORT) \
+	  $(if $(WORKERS),--workers $(WORKERS)) $(if $(QUEUE_SIZE),--queue-size $(QUEUE_SIZE))
 
 notebooks: $(STAMP)
 	$(PY) -m shared.notebooks lessons/*.ipynb solutions/*.ipynb

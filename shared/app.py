@@ -57,13 +57,15 @@ def state(app: Flask) -> AppState:
 
 def create_app(mode: str = "blocking", *, smtp_host: str = "127.0.0.1", smtp_port: int = 8025,
                settings: Settings | None = None, store: Store | None = None,
-               runner: Runner | None = None) -> Flask:
+               **options: object) -> Flask:
     """Build the signup app in ``mode``, with a fresh store unless given one.
 
     ``smtp_host``/``smtp_port`` point at the mail provider (or pass whole
-    ``settings``). Pass a ready ``runner`` for a mode that takes options.
+    ``settings``). Other keyword arguments are the mode's own options, such
+    as ``workers=4`` (see ``Runner.options``).
     """
     runner_type = runner_class(mode)
+    runner_type.check_options(options)
     owns_store = store is None
     store = store if store is not None else Store.fresh()
     settings = settings or Settings(smtp_host=smtp_host, smtp_port=smtp_port)
@@ -72,8 +74,7 @@ def create_app(mode: str = "blocking", *, smtp_host: str = "127.0.0.1", smtp_por
         from shared.redis_server import redis_url  # noqa: PLC0415 - only modes that queue there
         redis = redis_url()
     settings = replace(settings, store_path=str(store.path), redis_url=redis)
-    if runner is None:
-        runner = runner_type(store, settings)
+    runner = runner_type(store, settings, **options)
     app = Flask("shared.app")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["signup"] = AppState(mode, settings, store, runner, owns_store)

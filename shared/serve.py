@@ -39,13 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         try:
             sink = stack.enter_context(SmtpSink(delay=args.email_delay, on_delivery=_print_delivery))
-            app = create_app(args.mode, smtp_host=sink.host, smtp_port=sink.port)
+            app = create_app(args.mode, smtp_host=sink.host, smtp_port=sink.port,
+                             **_mode_options(args))
             server = BackgroundServer(app, threaded=not args.single_thread, host=args.host,
                                       port=args.port, on_request=_print_request).listen()
-        except (PortInUse, OSError, RedisUnavailable) as exc:
+        except (PortInUse, OSError, RedisUnavailable, ValueError) as exc:
             print(f"error: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
             return 2
-        _print_banner(args, server, sink, state(app).settings)
+        _print_banner(args, server, sink, app)
         try:
             server.serve_forever()  # werkzeug returns quietly on Ctrl-C
         except KeyboardInterrupt:
@@ -80,6 +81,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--email-delay", type=float, default=0.5,
                         help="seconds the SMTP sink takes to accept a message (default 0.5)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker threads or processes, for the modes that have workers")
+    parser.add_argument("--queue-size", type=int, default=None,
+                        help="how many jobs may wait in the queue, for the modes that bound it")
     parser.add_argument("--single-thread", action="store_true",
                         help="answer one request at a time (default: a thread per request)")
     args = parser.parse_args(argv)
@@ -88,14 +93,22 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _mode_options(args: argparse.Namespace) -> dict[str, object]:
+    """The options given on the command line that the mode takes (others: a clear error)."""
+    given = {"workers": args.workers, "queue_size": args.queue_size}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _print_banner(args, server: BackgroundServer, sink: SmtpSink, settings) -> None:
+def _print_banner(args, server: BackgroundServer, sink: SmtpSink, app) -> None:
+    settings, state_runner_line = state(app).settings, state(app).runner.describe()
     kind = "single-threaded" if args.single_thread else "threaded"
     redis = f"redis:   {mask_password(settings.redis_url)}\n" if settings.redis_url else ""
     say(f"mode:    {args.mode} ({kind} server)\n"
+        f"jobs:    {state_runner_line}\n"
         f"app:     {server.url}\n"
         f"smtp:    {sink.host}:{sink.port} (answers after {sink.delay:g} s)\n"
         f"{redis}"

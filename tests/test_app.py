@@ -155,3 +155,8 @@ def test_each_app_gets_a_fresh_store_removed_on_close():
     for app in (first, second):
         state(app).close()
     assert not path.exists()
+
+
+def test_an_option_the_mode_does_not_take_is_refused_by_name():
+    with pytest.raises(ValueError, match="the blocking mode has no option workers"):
+        create_app("blocking", workers=4)

@@ -7,6 +7,8 @@ from shared.modes.base import Runner
 
 
 class NoJobs(Runner):
+    """No jobs: the app only creates the account."""
+
     name = "bare"
     kinds = ()
 

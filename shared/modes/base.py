@@ -47,9 +47,27 @@ class Runner:
     tells_job_ids: ClassVar[bool] = True
     needs: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    #: Options this mode takes (``make serve ... WORKERS=4``), with their defaults.
+    options: ClassVar[dict[str, object]] = {}
+
+    def __init__(self, store: Store, settings: Settings, **options: object) -> None:
+        self.check_options(options)
         self.store, self.settings = store, settings
+        self.config = {**self.options, **options}
         self._bookmark = store.last_seq()
+
+    @classmethod
+    def check_options(cls, options: dict[str, object]) -> None:
+        """``ValueError`` naming the options this mode takes, for any other."""
+        unknown = sorted(set(options) - set(cls.options))
+        if unknown:
+            known = ", ".join(cls.options) or "none"
+            raise ValueError(f"the {cls.name} mode has no option {', '.join(unknown)} "
+                             f"(its options: {known})")
+
+    def describe(self) -> str:
+        """One line for ``make serve``'s banner: how this runner runs jobs."""
+        return type(self).__doc__.strip().splitlines()[0] if type(self).__doc__ else self.name
 
     def submit(self, job: Job) -> None:
         """Take ``job`` (already recorded as queued in the store) and run it, some time."""

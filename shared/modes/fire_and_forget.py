@@ -15,6 +15,8 @@ from shared.modes.base import Runner
 
 
 class FireAndForget(Runner):
+    """A new thread per job; the client gets 202 and no job ids."""
+
     name = "nowait"
     tells_job_ids = False
 

@@ -7,6 +7,8 @@ from shared.modes.base import Runner
 
 
 class Inline(Runner):
+    """The request handler runs each job, then answers 201 (or 502)."""
+
     name = "blocking"
     handler_waits = True
     tells_job_ids = False  # it answers 201 with the outcome instead
