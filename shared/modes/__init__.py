@@ -8,7 +8,7 @@ parts its runner ``needs``.
 from __future__ import annotations
 
 from shared.modes.bare import NoJobs
-from shared.modes.base import Closed, Runner
+from shared.modes.base import Closed, QueueFull, Runner
 from shared.modes.fire_and_forget import FireAndForget
 from shared.modes.inline import Inline
 
@@ -27,4 +27,4 @@ def runner_class(mode: str) -> type[Runner]:
         raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}") from None
 
 
-__all__ = ["MODES", "Closed", "Runner", "runner_class"]
+__all__ = ["MODES", "Closed", "QueueFull", "Runner", "runner_class"]
