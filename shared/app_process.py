@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import select
+import selectors
 import signal
 import subprocess
 import sys
@@ -72,12 +72,13 @@ class AppProcess:
 
     def _first_line(self, deadline: float) -> str:
         stdout = self.process.stdout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([stdout], [], [], 0.05)
-            if ready:
-                return stdout.readline().decode("utf-8", "replace").strip()
-            if self.process.poll() is not None:
-                self._give_up(f"it exited with code {self.process.returncode}")
+        with selectors.DefaultSelector() as selector:  # select() fails on fds over 1023
+            selector.register(stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline:
+                if selector.select(0.05):
+                    return stdout.readline().decode("utf-8", "replace").strip()
+                if self.process.poll() is not None:
+                    self._give_up(f"it exited with code {self.process.returncode}")
         return ""
 
     def _give_up(self, why: str) -> None:

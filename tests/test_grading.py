@@ -87,19 +87,24 @@ def test_solutions_get_full_score():
         ("01_blocking_handlers", "percentile"): ("2/2", "PASS", ""),
         ("01_blocking_handlers", "predict_latency"): ("2/2", "PASS", ""),
         ("01_blocking_handlers", "signup_validation"): ("3/3", "PASS", ""),
+        ("02_thread_queue", "worker_pool"): ("3/3", "PASS", ""),
+        ("02_thread_queue", "fair_priority_queue"): ("2/2", "PASS", ""),
+        ("02_thread_queue", "retry"): ("2/2", "PASS", ""),
     }
-    assert done.stdout.splitlines()[0].startswith("Grading 1 notebook in solutions/, timeout 10 s")
-    assert done.stdout.splitlines()[-1] == "Score: 7/7"
+    assert done.stdout.splitlines()[0].startswith(
+        "Grading 2 notebooks in solutions/, timeout 10-30 s per exercise")
+    assert done.stdout.splitlines()[-1] == "Score: 14/14"
 
 
 def test_generated_exercises_score_zero():
     done = run_cli("exercises")
     assert done.returncode == 1, done.stdout + done.stderr
     table = rows(done.stdout)
-    assert {name for _, name in table} == {"percentile", "predict_latency", "signup_validation"}
+    assert {name for _, name in table} == {"percentile", "predict_latency", "signup_validation",
+                                           "worker_pool", "fair_priority_queue", "retry"}
     for score, status, reason in table.values():
         assert (score[0], status, reason) == ("0", "FAIL", "not implemented yet")
-    assert done.stdout.splitlines()[-1] == "Score: 0/7"
+    assert done.stdout.splitlines()[-1] == "Score: 0/14"
     text = (ROOT / "exercises" / "01_blocking_handlers.ipynb").read_text(encoding="utf-8")
     assert "SOLUTION" not in text and "MAX_CONTENT_LENGTH\"]" not in text
 
