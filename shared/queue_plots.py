@@ -117,22 +117,21 @@ def plot_backoff(waits: Sequence[tuple[int, float]], *, base: float, cap: float,
     from shared.backoff import backoff_ceiling  # noqa: PLC0415 - keeps imports one-way
 
     fig, ax = plt.subplots(figsize=(7.0, 3.2), dpi=DPI)
-    last = max((retry for retry, _ in waits), default=3) + 1
-    xs = [x / 10 for x in range(5, last * 10 + 6)]
-    ceilings = [backoff_ceiling(max(1, round(x)), base=base, cap=cap) for x in xs]
-    ax.fill_between(xs, 0, ceilings, step="mid", color="tab:blue", alpha=0.12,
-                    label="formula: uniform between 0 and the ceiling")
-    ax.step(xs, ceilings, where="mid", color="tab:blue", linewidth=1.2,
-            label="ceiling: min(cap, base x 2^(n-1))")
+    retries = range(1, max((retry for retry, _ in waits), default=3) + 1)
+    ceilings = [backoff_ceiling(n, base=base, cap=cap) for n in retries]
+    ax.bar(retries, ceilings, width=0.6, color="tab:blue", alpha=0.12,
+           label="formula: uniform between 0 and the ceiling")
+    ax.hlines(ceilings, [n - 0.3 for n in retries], [n + 0.3 for n in retries], color="tab:blue",
+              linewidth=1.5, label="ceiling: min(cap, base x 2^(n-1))")
     ax.scatter([retry for retry, _ in waits], [wait for _, wait in waits], color="tab:red",
                s=18, zorder=3, label="measured wait")
-    ax.set_xticks(range(1, last))
-    ax.set_xlim(0.5, last - 0.5)
-    ax.set_ylim(0, cap * 1.15)
+    ax.set_xticks(list(retries))
+    ax.set_xlim(0.4, retries[-1] + 0.6)
+    ax.set_ylim(0, max(ceilings + [wait for _, wait in waits]) * 1.15)
     ax.set_xlabel("retry number n")
     ax.set_ylabel("seconds waited\nbefore the retry")
     ax.set_title(title if title is not None else "Retries waited as the formula says")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
+    ax.legend(loc="upper left", frameon=False, fontsize="small")
     ax.grid(True, color="#e6e6e6", linewidth=0.8)
     ax.set_axisbelow(True)
     fig.tight_layout()
