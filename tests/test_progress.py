@@ -11,6 +11,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
+from nbval.plugin import get_sanitize_patterns
 
 from shared.progress import ProgressBar, in_jupyter, progress_bar
 
@@ -98,10 +99,8 @@ server.stop()""",
 
 def sanitize(text: str) -> str:
     """What nbval does to each output with tests/nbval_sanitize.cfg."""
-    lines = [line for line in SANITIZE.read_text().splitlines()
-             if line.startswith(("regex: ", "replace: "))]
-    for regex, replace in zip(lines[::2], lines[1::2]):
-        text = re.sub(regex.removeprefix("regex: "), replace.removeprefix("replace: "), text)
+    for regex, replace in get_sanitize_patterns(SANITIZE.read_text()):
+        text = re.sub(regex, replace, text)
     return text
 
 
