@@ -52,8 +52,20 @@ class ProgressBar:
         return self._count
 
     def __enter__(self) -> ProgressBar:
-        if self.enabled is not False and self.total > 0:
-            self._bar = _open(self)
+        if self.enabled is False or self.total == 0:
+            return self
+        options = dict(total=self.total, desc=self.desc or None, unit=self.unit,
+                       mininterval=_REDRAW_SECONDS)
+        delay = DELAY_SECONDS if self.enabled is None else 0.0
+        if in_jupyter():
+            self._bar = _widget_bar(options, hidden=delay > 0)
+            if self._bar is not None:
+                self._hidden_until = time.monotonic() + delay if delay > 0 else None
+                return self
+        # On a terminal, stderr as usual; in Jupyter without ipywidgets, stdout,
+        # which JupyterLab does not paint as a warning.
+        self._bar = text_tqdm(**options, delay=delay,
+                              file=sys.stdout if in_jupyter() else sys.stderr)
         return self
 
     def update(self, n: int = 1) -> None:
@@ -90,24 +102,8 @@ def in_jupyter() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def _open(bar: ProgressBar) -> text_tqdm:
-    options = dict(total=bar.total, desc=bar.desc or None, unit=bar.unit,
-                   mininterval=_REDRAW_SECONDS)
-    if in_jupyter():
-        widget_bar = _widget_bar(options, delayed=bar.enabled is None)
-        if widget_bar is not None:
-            if bar.enabled is None:
-                bar._hidden_until = time.monotonic() + DELAY_SECONDS
-            return widget_bar
-        # No ipywidgets: a text bar on stdout still keeps stderr clean.
-        return text_tqdm(**options, file=sys.stdout,
-                         delay=DELAY_SECONDS if bar.enabled is None else 0.0)
-    return text_tqdm(**options, file=sys.stderr,
-                     delay=DELAY_SECONDS if bar.enabled is None else 0.0)
-
-
-def _widget_bar(options: dict, *, delayed: bool) -> text_tqdm | None:
-    """tqdm's ipywidgets bar, shown in the cell now (hidden if ``delayed``)."""
+def _widget_bar(options: dict, *, hidden: bool) -> text_tqdm | None:
+    """tqdm's ipywidgets bar, put in the cell's output now; None without ipywidgets."""
     try:
         from tqdm.notebook import IProgress, tqdm_notebook
     except ImportError:
@@ -120,7 +116,7 @@ def _widget_bar(options: dict, *, delayed: bool) -> text_tqdm | None:
     # text/plain (what a notebook stores besides the widget) is the bar at
     # 0 steps: the same on every run once the checker blanks the times.
     bar = tqdm_notebook(**options, display=False)
-    if delayed:
+    if hidden:
         bar.container.layout.display = "none"
     display(bar.container)
     return bar
