@@ -336,7 +336,11 @@ def test_a_killed_grader_takes_its_children_along(tmp_path):
 # -- the tests of lesson 01 can fail, with precise reasons ---------------------------
 
 WRONG_ANSWERS = [
-    ("percentile", "    rank = math.ceil(q / 100 * len(ranked))\n    return ranked[rank - 1]",
+    ("percentile", "math.ceil(q * len(ranked) / 100)", "math.ceil(q / 100 * len(ranked))",
+     "percentile([25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1], 28) "
+     "returned 8, expected 7 (nearest rank: ceil(0.28 x 25) = 7th smallest); q / 100 * n is "
+     "7.000000000000001 in floating point: multiply before you divide, q * n / 100"),
+    ("percentile", "    rank = math.ceil(q * len(ranked) / 100)  # multiply first: q / 100 rounds\n    return ranked[rank - 1]",
      "    return ranked[int(q / 100 * len(ranked))]",
      "percentile([15, 20, 35, 40, 50], 40) returned 35, expected 20 "
      "(nearest rank: ceil(0.40 x 5) = 2nd smallest)"),
@@ -355,8 +359,6 @@ WRONG_ANSWERS = [
      "expected ValueError (a server needs at least 1 thread)"),
     ("predict_latency", "threads: int = 1", "threads: int",
      "predict_latency(3, 0.5) raised TypeError"),
-    ("signup_validation", "request.get_json(silent=True)", "request.get_json()",
-     "POST /signup with body '{\"email\": ' answered 400 with text/html"),
     ("signup_validation", '    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES\n', "",
      "POST /signup with a 1,025-byte JSON body answered 201, expected 413"),
     ("signup_validation", "address.fullmatch(email)", "re.match(r'^[^@\\s]+@[^@\\s]+\\.[^@\\s.]+$', email)",
@@ -365,8 +367,13 @@ WRONG_ANSWERS = [
     ("signup_validation", "if not isinstance(body, dict):", "if body is None:",
      "POST /signup with body '[1, 2]' raised AttributeError: 'list' object has no attribute 'get' "
      "(a server would answer 500)"),
-    ("signup_validation", "return error(f\"the body", "return (f\"the body",
+    ("signup_validation", '        response.mimetype = "application/json"\n', "",
      "POST /signup with a 1,025-byte JSON body answered 413 with text/html"),
+    ("signup_validation", "@app.errorhandler(HTTPException)", "@app.errorhandler(413)",
+     "GET /signup answered 405 with text/html"),
+    ("signup_validation", 'request.mimetype != "application/json"', "not request.is_json",
+     "POST /signup with Content-Type application/problem+json and body '{\"email\": \"ada@example.com\"}' "
+     "answered 201, expected 415 (only application/json itself is accepted"),
     ("signup_validation", 'application/json", 415)', 'application/json", 400)',
      "POST /signup with Content-Type text/plain and body '{\"email\": \"ada@example.com\"}' "
      "answered 400, expected 415"),
@@ -495,7 +502,7 @@ def test_generator_rejects_broken_markers(tmp_path, capsys, source, where):
 
 def test_check_inside_a_kernel(tmp_path):
     wrong = solution("percentile").replace(
-        "    rank = math.ceil(q / 100 * len(ranked))\n    return ranked[rank - 1]",
+        "    rank = math.ceil(q * len(ranked) / 100)  # multiply first: q / 100 rounds\n    return ranked[rank - 1]",
         "    return ranked[int(q / 100 * len(ranked))]")
     path = write_notebook(tmp_path / "try.ipynb",
                           "from shared.grading import check",

@@ -123,7 +123,8 @@ def changed_exercises(path: Path, text: str) -> tuple[list[str], list[str]]:
 
     Returns (answered, touched): answered cells no longer hold their stub
     line (the learner's work); touched ones still do (an older stub, or an
-    answer begun), so they are overwritten, but after a backup.
+    answer begun), so they are overwritten, but after a backup (none when
+    the file is exactly as committed in git: nothing of the learner's is lost).
     """
     if not path.exists():
         return [], []
@@ -155,7 +156,7 @@ def write(current: Plan, *, force: bool = False) -> tuple[list[Path], list[str]]
                         f"Keep it, or run `make exercises FORCE=1` to start over from fresh "
                         f"stubs (your file is first copied to {path.parent / BACKUP_FOLDER}/)")
             continue
-        if answered or touched:
+        if (answered or touched) and _committed(path) != path.read_text(encoding="utf-8"):
             backup = path.parent / BACKUP_FOLDER / f"{path.stem}.{stamp}{path.suffix}"
             backup.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, backup)
