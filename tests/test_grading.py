@@ -235,16 +235,17 @@ def assert_all_gone(record: Path, within: float = 10.0) -> None:
 def test_a_deadline_stops_the_loop_and_everything_it_started(tmp_path):
     pids = tmp_path / "pids"
     pids.mkdir()
-    write_notebook(tmp_path / "nbs" / "01_spawn.ipynb",
-                   "# Exercise: percentile\n" + spawner(pids / "finished") +
-                   solution("percentile").split("\n", 1)[1],
-                   "# Exercise: predict_latency\n" + spawner(pids / "looping") + "while True:\n    pass\n")
+    names = names_file_of(tmp_path, "01_spawn")
+    notebook = tmp_path / "nbs" / "01_spawn.ipynb"
+    write_notebook(notebook, "# Exercise: percentile\n" + spawner(pids / "finished") +
+                   solution("percentile").split("\n", 1)[1])
+    finished = run_cli(str(notebook.parent), "--solutions", names)  # the exercise's own 10 s
+    assert rows(finished.stdout)["01_spawn", "percentile"] == ("2/2", "PASS", ""), finished.stdout
     # A learner loop needs no generous deadline: it never ends anyway.
-    done = run_cli(str(tmp_path / "nbs"), "--timeout", "3", "--solutions", names_file_of(tmp_path, "01_spawn"))
-    table = rows(done.stdout)
-    assert table["01_spawn", "percentile"] == ("2/2", "PASS", ""), done.stdout
-    assert table["01_spawn", "predict_latency"][2] == (
-        "stopped after its 3 s deadline, still running the exercise cell")
+    write_notebook(notebook, "# Exercise: predict_latency\n" + spawner(pids / "looping") + "while True:\n    pass\n")
+    looping = run_cli(str(notebook.parent), "--timeout", "2", "--solutions", names)
+    assert rows(looping.stdout)["01_spawn", "predict_latency"][2] == (
+        "stopped after its 2 s deadline, still running the exercise cell"), looping.stdout
     assert_all_gone(pids / "finished")
     assert_all_gone(pids / "looping")
 

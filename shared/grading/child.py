@@ -5,7 +5,7 @@ Usage: ``python -m shared.grading.child REQUEST.json RESULT.json``
 Started so, this process is the *supervisor*. On Linux it becomes a child
 subreaper, starts a *worker* (``python -m shared.grading.child --run ...``)
 that runs the cell then the test, and waits for it until the exercise's
-deadline. Then it kills the worker and every process left under it, even
+deadline, counted from the moment the cell starts. Then it kills the worker and every process left under it, even
 a daemon double-forked into a new session (it was reparented here), reaps
 them, and writes the verdict ``{"passed": bool, "reason": str}`` to
 RESULT.json. Whatever the learner prints is discarded, never parsed.
@@ -24,6 +24,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,7 +33,9 @@ CELL_FILENAME = "<exercise cell>"
 MAX_REASON_CHARS = 300
 STDERR_TAIL_BYTES = 2000
 WORKER_FLAG = "--run"
-PHASE_FILE = "phase"  # the worker writes "test" there once the cell has run
+PHASE_FILE = "phase.json"  # what the worker is doing: running the "cell", or the "test"
+STARTUP_SECONDS = 30.0  # for Python and the lesson's imports, before the deadline starts
+POLL_SECONDS = 0.01
 CLEANUP_SECONDS = 2.0
 
 
@@ -66,32 +69,50 @@ def _watch_worker(request: dict[str, Any], request_path: Path, folder: Path) -> 
     verdict_path, stderr_path = folder / "worker-result.json", folder / "worker-stderr.txt"
     command = [sys.executable, "-m", "shared.grading.child", WORKER_FLAG,
                str(request_path), str(verdict_path)]
-    timed_out = False
     with open(stderr_path, "wb") as stderr:
         worker = start_child(command, stdout=subprocess.DEVNULL, stderr=stderr,
                              die_signal=signal.SIGKILL)
         try:
-            worker.wait(request["timeout"])
-        except subprocess.TimeoutExpired:
-            timed_out = True
+            late = _wait_for(worker, folder / PHASE_FILE, request["timeout"])
         finally:
             stop_tree(worker, timeout=0)
     kill_descendants(timeout=CLEANUP_SECONDS)
     if verdict_path.exists():  # even if the deadline struck while the worker was exiting
         verdict = json.loads(verdict_path.read_text(encoding="utf-8"))
         return bool(verdict["passed"]), str(verdict["reason"])
-    if timed_out:
-        return False, _deadline_reason(request, folder)
+    if late:
+        return False, late
     return False, _why_no_result(worker.returncode, stderr_path)
 
 
-def _deadline_reason(request: dict[str, Any], folder: Path) -> str:
-    stopped = f"stopped after its {request['timeout']:g} s deadline"
-    if not (folder / PHASE_FILE).exists():
+def _wait_for(worker: subprocess.Popen[bytes], phase_path: Path, timeout: float) -> str:
+    """Wait for the worker to end; return why it was too late, or "" if it was not.
+
+    The deadline counts from the moment the cell starts: starting Python
+    and importing the lesson on a busy machine is not the learner's time.
+    """
+    startup_deadline = time.monotonic() + STARTUP_SECONDS
+    deadline = None
+    while worker.poll() is None:
+        now = time.monotonic()
+        if deadline is None and phase_path.exists():
+            deadline = now + timeout
+        if deadline is None and now > startup_deadline:
+            return f"the grader did not start within {STARTUP_SECONDS:g} s: is the machine very busy?"
+        if deadline is not None and now > deadline:
+            return _deadline_reason(timeout, phase_path)
+        time.sleep(POLL_SECONDS)
+    return ""
+
+
+def _deadline_reason(timeout: float, phase_path: Path) -> str:
+    stopped = f"stopped after its {timeout:g} s deadline"
+    phase = json.loads(phase_path.read_text(encoding="utf-8"))
+    if phase["phase"] == "cell":
         return f"{stopped}, still running the exercise cell"
-    if request.get("waits_for"):
-        return f"{stopped}, waiting for {request['waits_for']}"
-    return f"{stopped}, in the test of {request['exercise']}"
+    if phase["waits_for"]:
+        return f"{stopped}, waiting for {phase['waits_for']}"
+    return f"{stopped}, in the test of {phase['exercise']}"
 
 
 def _why_no_result(returncode: int, stderr_path: Path) -> str:
@@ -133,13 +154,14 @@ def verdict(request: dict[str, Any], phase_path: Path | None = None) -> tuple[bo
         code, namespace = _compile(request["source"])
     except SyntaxError as exc:
         return False, f"syntax error in {request['location']}, line {exc.lineno}: {exc.msg}"
+    phase = {"exercise": exercise.name, "waits_for": exercise.waits_for}
+    _write_phase(phase_path, {**phase, "phase": "cell"})  # the deadline starts now
     with _discarded_output():
         try:
             exec(code, namespace)
         except BaseException as exc:
             return False, _explain(exc, "running the cell raised ")
-        if phase_path is not None:
-            phase_path.write_text("test", encoding="utf-8")
+        _write_phase(phase_path, {**phase, "phase": "test"})
         try:
             exercise.test(namespace)
         except AssertionError as exc:
@@ -166,6 +188,11 @@ def _compile(source: str) -> tuple[Any, dict[str, Any]]:
     if "get_ipython" in source:
         return code, _ipython_namespace()
     return code, {"__name__": "__main__"}
+
+
+def _write_phase(path: Path | None, phase: dict[str, str]) -> None:
+    if path is not None:
+        _write_atomically(path, phase)
 
 
 def _ipython_transform(source: str) -> str | None:

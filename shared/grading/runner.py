@@ -22,10 +22,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from shared.grading.child import STARTUP_SECONDS
 from shared.grading.exercise import Exercise, Result
 from shared.processes import start_child, stop_tree
 
-SUPERVISOR_MARGIN = 15.0  # seconds over the deadline before the supervisor itself is killed
+# Seconds over the deadline before the supervisor itself is killed: its
+# worker's startup allowance, then some.
+SUPERVISOR_MARGIN = STARTUP_SECONDS + 15.0
 
 
 def grade(source: str, module_name: str, exercise: Exercise, location: str,
