@@ -123,9 +123,10 @@ class Outcome:
         return [job for job in self.jobs if job.error]
 
     def busy_share(self, group: int) -> float:
-        """Share of its thread time worker group ``group`` (from 0) spent sending email."""
+        """Share of its thread time worker group ``group`` (from 0) spent sending email,
+        from the first email started to the last one finished."""
         mine = [job for job in self.jobs if job.group == group]
-        capacity = (self.ended - self.started) * self.design.workers[group].threads
+        capacity = (self.ended - self.jobs[0].started) * self.design.workers[group].threads
         return sum(job.finished - job.started for job in mine) / capacity if capacity else 0.0
 
 
