@@ -20,3 +20,11 @@ def comparison_table(outcomes: Sequence[Outcome], *, labels: Sequence[str] | Non
                      f"{fmt_duration(outcome.reset_wait):>12}  {met:>6}  "
                      f"{fmt_duration(outcome.newsletter_seconds):>14}")
     return "\n".join(lines)
+
+
+def summary_line(outcome: Outcome, label: str | None = None) -> str:
+    """One sentence on one run: the reset email's wait, and what it waited behind."""
+    return (f"{label or outcome.design.name}: the reset email waited "
+            f"{fmt_duration(outcome.reset_wait)}, behind {outcome.share_waited_for:.0%} of the "
+            f"copies still queued when it was sent; the whole newsletter was out after "
+            f"{fmt_duration(outcome.newsletter_seconds)}.")
