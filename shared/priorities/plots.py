@@ -85,7 +85,7 @@ def plot_reset_waits(outcomes: Sequence[Outcome], *, labels: Sequence[str] | Non
     ax.barh([r - 0.18 for r in rows], [o.reset_wait for o in outcomes], height=0.36,
             color=RESET_COLOUR, label="reset email waited")
     ax.barh([r + 0.18 for r in rows], [o.newsletter_seconds for o in outcomes], height=0.36,
-            color=NEWSLETTER_COLOUR, alpha=0.45, label="whole newsletter out after")
+            color=NEWSLETTER_COLOUR, alpha=0.45, label="newsletter took (first to last email)")
     if target is not None:
         ax.axvline(target, color=TARGET_COLOUR, linestyle="--", linewidth=1.5,
                    label="reset target")

@@ -94,8 +94,8 @@ class Outcome:
 
     @property
     def newsletter_seconds(self) -> float:
-        """Seconds from the first send until the last newsletter copy was out."""
-        return max(job.finished for job in self.newsletter) - self.started
+        """Seconds from the first email started until the last newsletter copy was out."""
+        return max(job.finished for job in self.newsletter) - self.jobs[0].started
 
     @property
     def waiting_when_reset_sent(self) -> list[Job]:
