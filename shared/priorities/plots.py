@@ -18,6 +18,7 @@ from shared.priorities.run import Outcome
 
 RESET_COLOUR = "tab:orange"
 NEWSLETTER_COLOUR = "tab:blue"
+RESET_WAITING_COLOUR = "#f7c99b"
 TARGET_COLOUR = "tab:red"
 
 
@@ -37,7 +38,8 @@ def plot_runs(outcomes: Sequence[Outcome], *, titles: Sequence[str] | None = Non
         ax.set_title(title, fontsize="medium", loc="left")
         ax.set_xlim(0, xmax)
     axes[-1, 0].set_xlabel("seconds since the newsletter was sent")
-    handles = [Patch(color=WAITING_COLOUR, label="waiting in a queue"),
+    handles = [Patch(color=WAITING_COLOUR, label="copy waiting in a queue"),
+               Patch(color=RESET_WAITING_COLOUR, label="reset email waiting"),
                Patch(color=NEWSLETTER_COLOUR, label="newsletter copy sending"),
                Patch(color=RESET_COLOUR, label="reset email sending")]
     if target is not None:
@@ -54,7 +56,8 @@ def _draw_run(ax, outcome: Outcome, target: float | None) -> None:
     t0 = outcome.started
     rows = range(1, len(jobs) + 1)
     ax.barh(rows, [job.started - job.sent for job in jobs], left=[job.sent - t0 for job in jobs],
-            height=1.0, color=WAITING_COLOUR, linewidth=0)
+            height=1.0, linewidth=0,
+            color=[RESET_WAITING_COLOUR if job.kind == RESET else WAITING_COLOUR for job in jobs])
     colours = [RESET_COLOUR if job.kind == RESET else NEWSLETTER_COLOUR for job in jobs]
     ax.barh(rows, [job.finished - job.started for job in jobs],
             left=[job.started - t0 for job in jobs], height=1.0 if len(jobs) > 20 else 0.8,
