@@ -19,6 +19,9 @@ NOTEBOOKS ?= exercises
 LESSON ?= lessons/01_blocking_handlers.ipynb
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
          --nbval-cell-timeout 120
+# JupyterLab settings that override its defaults, for this environment only.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+LAB_OVERRIDES := {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}
 # JupyterLab refuses to run as root (Docker, CI) unless told it may.
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
@@ -41,7 +44,11 @@ $(STAMP): pyproject.toml
 	@if [ ! -x $(PY) ]; then echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); fi
 	@echo "installing the course and its dependencies into $(VENV) (first time: a minute or two)"
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	@# PYTHONWARNINGS: setuptools' "Editable installation ... be careful" banner means nothing here.
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --disable-pip-version-check -e .
+	@# No "Would you like to get notified about Jupyter news?" pop-up in JupyterLab.
+	@mkdir -p $(dir $(LAB_SETTINGS))
+	@echo '$(LAB_OVERRIDES)' > $(LAB_SETTINGS)
 	@touch $@
 
 env: $(STAMP)
