@@ -32,6 +32,7 @@ from dramatiq.brokers.redis import RedisBroker
 from shared.priorities.actors import (DESIGN_VAR, GROUP_VAR, NAMESPACE_VAR, NEWSLETTER, RESET,
                                      declare_actors, log_key)
 from shared.priorities.design import Design, WorkerGroup
+from shared.processes import start_child, stop_tree
 from shared.redis_server import redis_url
 from shared.settings import Settings
 
@@ -232,11 +233,11 @@ def _worker(group: WorkerGroup, env: dict[str, str], cli: bool) -> Iterator[_Wor
                    "--threads", str(group.threads), "--queues", *group.queues]
     env = {**env, "dramatiq_queue_prefetch": str(group.effective_prefetch)}
     with open(log, "wb") as output:
-        process = _start_child(command, output, env)
+        process = start_child(command, stdout=output, stderr=subprocess.STDOUT, env=env)
     try:
         yield _Worker(group, process, log)
     finally:
-        _stop_tree(process)
+        stop_tree(process, timeout=10.0)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -268,45 +269,3 @@ def _delete_keys(broker: RedisBroker, namespace: str) -> None:
     keys = list(broker.client.scan_iter(match=f"{namespace}:*", count=500))
     if keys:
         broker.client.delete(*keys)
-
-
-# -- child processes: swap for shared.processes.start_child / stop_tree once on main --
-
-def _start_child(command: list[str], output, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Start ``command`` in its own process group; Linux kills it if we die."""
-    return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output,
-                            stderr=subprocess.STDOUT, env=env, close_fds=True,
-                            start_new_session=True, preexec_fn=_die_with_parent())
-
-
-def _die_with_parent():
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
-def _stop_tree(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM the process group, SIGKILL it after ``timeout``, reap the leader."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(wait)
-            # the leader is gone; make sure its forked workers are too
-            os.killpg(process.pid, 0)
-        except subprocess.TimeoutExpired:
-            continue
-        except ProcessLookupError:
-            break
-    process.wait(5.0)
