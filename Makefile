@@ -17,6 +17,7 @@ WORKERS ?=
 QUEUE_SIZE ?=
 PORT ?= 8000
 NOTEBOOKS ?= exercises
+SOLUTIONS ?= solutions
 LESSON ?= lessons/01_blocking_handlers.ipynb
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
          --nbval-cell-timeout 120
@@ -68,7 +69,7 @@ test: $(STAMP)
 # A score below full exits 1: scripts see it with STRICT=1, a learner reads
 # the score and the next step instead of "make: *** Error 1".
 grade: $(STAMP)
-	@$(PY) -m shared.grading $(NOTEBOOKS); status=$$?; \
+	@$(PY) -m shared.grading $(NOTEBOOKS) --solutions $(SOLUTIONS); status=$$?; \
 	if [ $$status = 1 ] && [ -z "$(STRICT)" ]; then exit 0; fi; exit $$status
 
 exercises: $(STAMP)

@@ -561,10 +561,19 @@ def test_result_file_not_stdout_carries_the_verdict():
     assert (result.passed, result.reason) == (False, "percentile is not defined — did you rename it?")
 
 
+def lesson01_only(tmp_path: Path) -> Path:
+    """A solutions/ folder with lesson 01 alone, so the expected totals stay put as lessons grow."""
+    folder = tmp_path / "solutions"
+    folder.mkdir()
+    shutil.copy(SOLUTIONS, folder / SOLUTIONS.name)
+    return folder
+
+
 def test_notebooks_are_graded_by_name_and_copies_are_ignored(tmp_path):
+    sources = ("--solutions", str(lesson01_only(tmp_path)))
     exercises = tmp_path / "exercises"
     copy = write_notebook(exercises / "01_blocking_handlers-Copy1.ipynb", solution("percentile"))
-    renamed = run_cli(str(exercises))
+    renamed = run_cli(str(exercises), *sources)
     assert renamed.returncode == 1, renamed.stdout + renamed.stderr
     assert renamed.stdout.splitlines()[0] == (
         "note: 01_blocking_handlers-Copy1.ipynb is a Jupyter copy: not graded, "
@@ -578,7 +587,7 @@ def test_notebooks_are_graded_by_name_and_copies_are_ignored(tmp_path):
 
     copy.rename(exercises / "01_blocking_handlers.ipynb")
     write_notebook(exercises / "01_blocking_handlers-Copy1.ipynb", solution("percentile"))
-    both = run_cli(str(exercises))
+    both = run_cli(str(exercises), *sources)
     table = rows(both.stdout)
     assert len(table) == 3, "the copy must never be counted twice"
     assert table["01_blocking_handlers", "percentile"] == ("2/2", "PASS", "")
@@ -586,6 +595,7 @@ def test_notebooks_are_graded_by_name_and_copies_are_ignored(tmp_path):
 
 
 def test_a_newer_checkpoint_gets_a_warning(tmp_path):
+    sources = ("--solutions", str(lesson01_only(tmp_path)))
     exercises = tmp_path / "exercises"
     saved = write_notebook(exercises / "01_blocking_handlers.ipynb", solution("percentile"))
     checkpoint = write_notebook(exercises / ".ipynb_checkpoints" / "01_blocking_handlers-checkpoint.ipynb",
@@ -593,11 +603,11 @@ def test_a_newer_checkpoint_gets_a_warning(tmp_path):
     now = time.time()
     os.utime(saved, (now - 60, now - 60))
     os.utime(checkpoint, (now, now))
-    warned = run_cli(str(exercises))
+    warned = run_cli(str(exercises), *sources)
     assert warned.stdout.splitlines()[0].startswith(
         f"warning: {checkpoint} is newer than 01_blocking_handlers.ipynb; this grades the saved file")
     os.utime(saved, (now, now))
-    quiet = run_cli(str(exercises))
+    quiet = run_cli(str(exercises), *sources)
     assert quiet.stdout.splitlines()[0].startswith("Grading 1 notebook in"), quiet.stdout
 
 
@@ -607,10 +617,12 @@ def test_make_grade_ends_with_the_score_and_fails_only_when_strict(tmp_path):
     write_notebook(exercises / "01_blocking_handlers.ipynb", solution("percentile"))
     stamp = tmp_path / "installed"
     stamp.touch()  # newer than pyproject.toml: make installs nothing
+    sources = lesson01_only(tmp_path)
 
     def make_grade(*extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["make", "--no-print-directory", "grade", f"NOTEBOOKS={exercises}",
-                               f"PY={sys.executable}", f"STAMP={stamp}", *extra],
+                               f"SOLUTIONS={sources}", f"PY={sys.executable}", f"STAMP={stamp}",
+                               *extra],
                               cwd=ROOT, capture_output=True, text=True, timeout=120)
 
     lenient = make_grade()
