@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from shared.processes import start_child, stop_tree
+
 STARTUP_SECONDS = 20.0
 READY = "listening on "
 
@@ -62,7 +64,7 @@ class AppProcess:
         if self.process is not None:
             return self
         self._stderr = tempfile.TemporaryFile()
-        self.process = _start_child(self.command(), stdout=subprocess.PIPE, stderr=self._stderr)
+        self.process = start_child(self.command(), stdout=subprocess.PIPE, stderr=self._stderr)
         line = self._first_line(time.monotonic() + timeout)
         if not line.startswith(READY):
             self._give_up(f"it said {line!r} instead of {READY!r}" if line else
@@ -102,7 +104,7 @@ class AppProcess:
         """Ask the app to stop (SIGTERM: it drains its queue); SIGKILL after ``timeout`` s."""
         if self.process is None:
             return None
-        _stop_tree(self.process, timeout)
+        stop_tree(self.process, timeout)
         self._close_files()
         return self.process.returncode
 
@@ -122,48 +124,6 @@ class AppProcess:
             return f"<AppProcess {self.mode} not started>"
         state = "running" if self.process.poll() is None else f"exited {self.process.returncode}"
         return f"<AppProcess {self.mode} pid {self.process.pid} {state} {self.url}>"
-
-
-# Process starting and stopping: shared.processes (start_child, stop_tree) does
-# this for the whole course once it is on main; these two keep its signatures.
-
-def _start_child(command: list[str], *, stdout, stderr) -> subprocess.Popen:
-    return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                            start_new_session=True, close_fds=True,
-                            preexec_fn=_die_with_parent())
-
-
-def _stop_tree(process: subprocess.Popen, timeout: float = 5.0) -> None:
-    if process.poll() is None:
-        _signal_group(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            _signal_group(process.pid, signal.SIGKILL)
-            process.wait(10)
-    _signal_group(process.pid, signal.SIGKILL)  # anything it started and left behind
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _die_with_parent():
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes  # noqa: PLC0415
-
-    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
-
-    def preexec() -> None:
-        prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
 
 
 # -- the child -------------------------------------------------------------------
