@@ -57,14 +57,16 @@ def count_primes(limit: int) -> int:
 
 
 def measure(work: Callable[[Any], Any], inputs: Sequence[Any], pool_sizes: Sequence[int], *,
-            kind: str = "threads") -> list[Point]:
+            kind: str = "threads", repeat: int = 1) -> list[Point]:
     """Run ``work(x)`` for every ``x`` of ``inputs`` on each pool size; one :class:`Point` each.
 
     Processes use the ``spawn`` start method (the same on Linux, macOS and
     Windows), so ``work`` must be a module-level function and its inputs
     and results picklable. They start once, in one pool of the largest size
     that keeps N jobs in flight for size N. Starting a pool is timed apart,
-    as ``startup``.
+    as ``startup``. With ``repeat=3`` each size runs three times and keeps its
+    fastest run, as ``timeit`` does: other programs on the machine only ever
+    slow a run down, so the fastest is the truest.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -72,9 +74,12 @@ def measure(work: Callable[[Any], Any], inputs: Sequence[Any], pool_sizes: Seque
         raise ValueError("inputs is empty: give the jobs to run, e.g. [20_000] * 8")
     if not pool_sizes or any(not isinstance(n, int) or n < 1 for n in pool_sizes):
         raise ValueError(f"pool_sizes must be whole numbers >= 1, got {list(pool_sizes)!r}")
+    if not isinstance(repeat, int) or repeat < 1:
+        raise ValueError(f"repeat must be a whole number >= 1, got {repeat!r}")
     if kind == "processes":
-        return _windowed(work, inputs, pool_sizes, kind)
-    return [_one(work, inputs, workers, kind) for workers in pool_sizes]
+        return _windowed(work, inputs, pool_sizes, kind, repeat)
+    return [min((_one(work, inputs, workers, kind) for _ in range(repeat)),
+                key=lambda point: point.seconds) for workers in pool_sizes]
 
 
 def _one(work: Callable[[Any], Any], inputs: Sequence[Any], workers: int, kind: str) -> Point:
@@ -88,7 +93,7 @@ def _one(work: Callable[[Any], Any], inputs: Sequence[Any], workers: int, kind: 
 
 
 def _windowed(work: Callable[[Any], Any], inputs: Sequence[Any], pool_sizes: Sequence[int],
-              kind: str) -> list[Point]:
+              kind: str, repeat: int = 1) -> list[Point]:
     """One pool of the largest size; pool size N means at most N jobs in flight.
 
     Starting processes is slow, so the pool starts once (``startup`` of the
@@ -100,20 +105,27 @@ def _windowed(work: Callable[[Any], Any], inputs: Sequence[Any], pool_sizes: Seq
         startup = time.perf_counter() - begin
         points = []
         for workers in pool_sizes:
-            start = time.perf_counter()
-            pending: set[Future] = set()
-            for item in inputs:
-                if len(pending) >= workers:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        future.result()
-                pending.add(pool.submit(work, item))
-            for future in pending:
-                future.result()
-            points.append(Point(kind, workers, len(inputs), time.perf_counter() - start,
+            seconds = min(_in_flight(pool, work, inputs, workers) for _ in range(repeat))
+            points.append(Point(kind, workers, len(inputs), seconds,
                                 startup if not points else 0.0))
     _stop_resource_tracker()
     return points
+
+
+def _in_flight(pool: Executor, work: Callable[[Any], Any], inputs: Sequence[Any],
+               workers: int) -> float:
+    """Seconds to run every input with at most ``workers`` jobs in flight."""
+    start = time.perf_counter()
+    pending: set[Future] = set()
+    for item in inputs:
+        if len(pending) >= workers:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()
+        pending.add(pool.submit(work, item))
+    for future in pending:
+        future.result()
+    return time.perf_counter() - start
 
 
 def _stop_resource_tracker() -> None:

@@ -65,11 +65,25 @@ def test_processes_run_pure_python_and_time_their_startup_apart():
 
 @pytest.mark.parametrize("args, rule", [
     (([], [1]), "inputs is empty"), (([1], [0]), "pool_sizes"), (([1], [1], "fibers"), "kind"),
+    (([1], [1], "threads", 0), "repeat"),
 ])
 def test_measure_names_what_is_wrong(args, rule):
-    inputs, sizes, *kind = args
+    inputs, sizes, *rest = args
+    options = dict(zip(("kind", "repeat"), rest))
     with pytest.raises(ValueError, match=rule):
-        measure(count_primes, inputs, sizes, **({"kind": kind[0]} if kind else {}))
+        measure(count_primes, inputs, sizes, **options)
+
+
+def test_repeat_keeps_the_fastest_run_of_each_size():
+    calls = []
+
+    def job(x):
+        calls.append(x)
+        time.sleep(0.01 if len(calls) > 2 else 0.2)  # the first run of size 1 is slow
+
+    [point] = measure(job, [1, 2], [1], repeat=3)
+    assert len(calls) == 6
+    assert point.seconds < 0.15
 
 
 def test_the_figures_draw_what_they_are_given():

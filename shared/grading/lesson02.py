@@ -363,7 +363,9 @@ def _check_jitter(retry) -> None:
 
 
 EXERCISES = [
-    Exercise("worker_pool", 3, test_worker_pool, timeout=30),
-    Exercise("fair_priority_queue", 2, test_fair_priority_queue, timeout=20),
+    Exercise("worker_pool", 3, test_worker_pool, timeout=30,
+             waits_for="the pool's worker threads to run the tasks and end"),
+    Exercise("fair_priority_queue", 2, test_fair_priority_queue, timeout=20,
+             waits_for="get() to return items put from other threads"),
     Exercise("retry", 2, test_retry, timeout=20),
 ]
