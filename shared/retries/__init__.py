@@ -1,0 +1,11 @@
+"""Lesson 06: retries, dead letters, idempotent jobs and time limits, on real parts.
+
+- :mod:`shared.retries.flaky_smtp`: a real SMTP server that fails on purpose
+  (refuses the first attempts, bounces addresses, loses its reply after
+  accepting a message), and one that never answers at all.
+- :mod:`shared.retries.lab`: a real Redis broker in a namespace of its own,
+  an in-process Dramatiq worker, and a log of every attempt.
+- :mod:`shared.retries.backoff`: Dramatiq's retry backoff as a formula, and a
+  plot of measured delays against it.
+- :mod:`shared.retries.policy`: which email errors deserve a retry.
+"""
