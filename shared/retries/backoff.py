@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF, Retries
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from shared.plots import DPI
 
@@ -56,15 +57,23 @@ def plot_waits(waits: Sequence[tuple[int, float]], *, min_backoff: float, max_ba
     ax.axhline(max_backoff / 1000, color="tab:red", linewidth=0.8, linestyle="--",
                label=f"max_backoff = {max_backoff / 1000:g} s")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(_seconds_tick))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_yticks([t for t in (0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 60)
+                   if min_backoff / 2000 <= t <= max_backoff / 500])
     ax.set_xticks(list(retries))
     ax.set_xlabel("retries before this failure (k)")
     ax.set_ylabel("wait before the next attempt (s)")
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize="small", frameon=False)
+    ax.legend(loc="lower right", fontsize="small", frameon=True, framealpha=0.9)
     ax.grid(True, which="major", color="#e6e6e6", linewidth=0.8)
     ax.set_axisbelow(True)
     fig.tight_layout()
     return fig
+
+
+def _seconds_tick(value: float, _position: object) -> str:
+    return f"{value * 1000:g} ms" if value < 1 else f"{value:g} s"
 
 
 def _spread(index: int) -> float:

@@ -118,8 +118,14 @@ class _AttemptLog(Middleware):
                 message.message_id, message.actor_name, tuple(message.args),
                 getattr(self._local, "number", 0), getattr(self._local, "start", end), end,
                 None if exception is None else describe(exception), outcome, delay))
-            if outcome != "retry":
+            if outcome == "done":
                 self.finished.add(message.message_id)
+            self._lock.notify_all()
+
+    def after_nack(self, broker, message):
+        """A dead message is finished once it sits in the dead letters, not before."""
+        with self._lock:
+            self.finished.add(message.message_id)
             self._lock.notify_all()
 
     def after_skip_message(self, broker, message):
@@ -187,6 +193,10 @@ class RetryLab:
     def clock(self) -> float:
         """Seconds since this lab was made: the time axis of :meth:`attempts`."""
         return time.perf_counter() - self._t0
+
+    def clock_of(self, perf_counter: float) -> float:
+        """A ``time.perf_counter()`` reading (the SMTP servers' clock) on the lab's time axis."""
+        return perf_counter - self._t0
 
     # -- watching ------------------------------------------------------------
 
