@@ -106,8 +106,13 @@ class _AttemptLog(Middleware):
         self._local.start = self._clock()
         self._local.number = message.options.get("retries", 0) + 1
 
+    def stamp_end(self) -> None:
+        """Called by :class:`_EndStamp` the moment the actor returns, before any other hook."""
+        self._local.end = self._clock()
+
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        end = self._clock()
+        end = getattr(self._local, "end", None) or self._clock()
+        self._local.end = None
         if exception is None:
             outcome = "done"
         else:
@@ -132,6 +137,16 @@ class _AttemptLog(Middleware):
         with self._lock:
             self.finished.add(message.message_id)
             self._lock.notify_all()
+
+
+class _EndStamp(Middleware):
+    """Last in the list, so its ``after`` hook runs first: when the actor returned."""
+
+    def __init__(self, log: _AttemptLog) -> None:
+        self._log = log
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        self._log.stamp_end()
 
 
 class _LogCapture(logging.Handler):
@@ -168,6 +183,7 @@ class RetryLab:
         self._log = _AttemptLog(self.clock)
         self.broker.add_middleware(self._log, before=AgeLimit)  # first in, so its after-hooks run last
         self.broker.add_middleware(CurrentMessage())
+        self.broker.add_middleware(_EndStamp(self._log))  # last in, so its after-hook runs first
         self.worker: dramatiq.Worker | None = None
         self._capture = _LogCapture()
         _quiet_dramatiq(self._capture)
@@ -201,9 +217,9 @@ class RetryLab:
     # -- watching ------------------------------------------------------------
 
     def attempts(self, actor: str | None = None, args: tuple | None = None) -> list[Attempt]:
-        """Every attempt so far, in the order they ended; filter by actor name and args."""
+        """Every attempt so far, in the order they started; filter by actor name and args."""
         with self._log._lock:
-            found = list(self._log.attempts)
+            found = sorted(self._log.attempts, key=lambda attempt: attempt.start)
         if actor is not None:
             found = [a for a in found if a.actor == actor]
         if args is not None:
