@@ -283,3 +283,57 @@ def test_silent_server_is_reachable_but_mute():
             conn.settimeout(0.2)
             with pytest.raises(TimeoutError):
                 conn.recv(1)
+
+
+# -- the retrying mode ----------------------------------------------------------------
+
+def test_retrying_mode_shows_retries_dead_letters_and_a_requeue_through_the_app():
+    import httpx
+
+    from shared.app import create_app, state
+    from shared.web import BackgroundServer
+
+    with FlakySmtp(fail_first=2, bounce={"nobody@example.com"}) as smtp:
+        app = create_app("retrying", smtp_host=smtp.host, smtp_port=smtp.port, min_backoff=20,
+                         max_backoff=100, workers=2)
+        server = BackgroundServer(app).start()
+        runner = state(app).runner
+        try:
+            ids = {}
+            for address in ("ada@example.com", "nobody@example.com"):
+                answer = httpx.post(f"{server.url}/signup", json={"email": address}, timeout=DEADLINE)
+                assert answer.status_code == 202
+                ids[address] = answer.json()["jobs"]["welcome_email"]
+            assert runner.wait(timeout=DEADLINE), "jobs still unfinished at the deadline"
+
+            def status(address):
+                return httpx.get(f"{server.url}/jobs/{ids[address]}", timeout=DEADLINE).json()
+
+            assert (status("ada@example.com")["status"], status("ada@example.com")["attempts"]) == \
+                ("done", 3)
+            dead = status("nobody@example.com")
+            assert (dead["status"], dead["attempts"]) == ("failed", 1)
+            assert "550" in dead["error"]
+            [letter] = runner.dead_letters()
+            smtp.bounce.clear()
+            assert runner.requeue(letter) == ids["nobody@example.com"]
+            assert runner.wait(timeout=DEADLINE), "the requeued job did not finish"
+            again = status("nobody@example.com")
+            # fail_first counts the bounced attempt too: one more 451, then 250
+            assert (again["status"], again["attempts"], again["error"]) == ("done", 3, None)
+            assert runner.dead_letters() == []
+            assert sorted(m.recipient for m in smtp.inbox) == ["ada@example.com", "nobody@example.com"]
+        finally:
+            server.stop()
+            closed = state(app).close(timeout=DEADLINE)
+        assert closed.unfinished == 0
+
+
+@pytest.mark.parametrize("options, word", [({"workers": 0}, "workers"),
+                                           ({"max_retries": -1}, "max_retries"),
+                                           ({"min_backoff": 0}, "min_backoff")])
+def test_retrying_mode_refuses_bad_options(options, word):
+    from shared.app import create_app
+
+    with pytest.raises(ValueError, match=word):
+        create_app("retrying", **options)

@@ -16,10 +16,12 @@ retry when the app closes are dropped with that namespace.
 
 from __future__ import annotations
 
+import time
+
 from dramatiq.middleware import Middleware
 
 from shared.job import BadJob, Job, run_job
-from shared.modes.base import Closed, Runner
+from shared.modes.base import POLL_SECONDS, Closed, Runner
 from shared.retries.lab import DeadLetter, RetryLab
 from shared.retries.policy import is_transient
 
@@ -74,6 +76,17 @@ class Retrying(Runner):
         self.store.set_status(job.id, "queued")
         self.lab.requeue(letter)
         return job.id
+
+    def wait(self, timeout: float = 30.0, progress: bool = False) -> bool:
+        """Like :meth:`Runner.wait`, and requeued dead jobs count too."""
+        deadline = time.monotonic() + timeout
+        if not super().wait(timeout, progress):
+            return False
+        while (counts := self.store.counts())["queued"] + counts["running"]:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(POLL_SECONDS)
+        return True
 
     def close(self, timeout: float = 10.0) -> Closed:
         self.wait(timeout)
