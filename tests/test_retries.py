@@ -262,7 +262,7 @@ def test_a_lab_refuses_zero_worker_threads():
         RetryLab(worker_threads=0)
 
 
-def test_a_refused_connection_is_retried_then_dead(tmp_path):
+def test_a_refused_connection_is_retried_then_dead():
     port = free_port()
     with RetryLab() as lab:
         @lab.actor(retry_when=retry_email, min_backoff=10, max_backoff=40)

@@ -8,4 +8,8 @@
 - :mod:`shared.retries.backoff`: Dramatiq's retry backoff as a formula, and a
   plot of measured delays against it.
 - :mod:`shared.retries.policy`: which email errors deserve a retry.
+- :mod:`shared.retries.mail`: the welcome email with a Message-ID of your choosing.
+
+The app's ``retrying`` mode (:mod:`shared.modes.retrying`) runs signup jobs
+on a lab's worker with that policy.
 """
