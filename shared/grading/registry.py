@@ -16,6 +16,7 @@ LESSONS: dict[str, str] = {
     "01_": "shared.grading.lesson01",
     "02_": "shared.grading.lesson02",
     "05_": "shared.grading.lesson05",
+    "06_": "shared.grading.lesson06",
 }
 
 

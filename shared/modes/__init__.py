@@ -11,6 +11,7 @@ from shared.modes.bare import NoJobs
 from shared.modes.base import Closed, QueueFull, Runner
 from shared.modes.fire_and_forget import FireAndForget
 from shared.modes.inline import Inline
+from shared.modes.retrying import Retrying
 from shared.modes.thread_pool import ThreadQueue
 
 MODES: dict[str, type[Runner]] = {
@@ -18,6 +19,7 @@ MODES: dict[str, type[Runner]] = {
     "blocking": Inline,
     "nowait": FireAndForget,
     "thread-queue": ThreadQueue,
+    "retrying": Retrying,
 }
 
 
