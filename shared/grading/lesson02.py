@@ -97,8 +97,10 @@ def _starts_its_workers_and_bounds_concurrency(pool_class) -> None:
     if most[0] > 3:
         raise AssertionError(f"WorkerPool(3) ran {most[0]} tasks at once: at most 3 workers may run")
     release.set()
+    for _ in range(3):  # still busy when shutdown() is called: only a join waits for these
+        call(pool.submit, time.sleep, 1.0)
     thread, box = _in_thread(pool.shutdown)
-    _joined(thread, box, "shutdown() after 9 tasks")
+    _joined(thread, box, "shutdown() after 12 tasks")
     if _threads() - before:
         raise AssertionError("shutdown() returned, but worker threads are still alive: "
                              "join them before returning")
