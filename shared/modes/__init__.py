@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from shared.modes.bare import NoJobs
 from shared.modes.base import Closed, Runner
+from shared.modes.dramatiq_actors import DramatiqActors
 from shared.modes.fire_and_forget import FireAndForget
 from shared.modes.inline import Inline
 
@@ -16,6 +17,7 @@ MODES: dict[str, type[Runner]] = {
     "bare": NoJobs,
     "blocking": Inline,
     "nowait": FireAndForget,
+    "dramatiq": DramatiqActors,
 }
 
 
