@@ -110,6 +110,7 @@ def _print_banner(args, server: BackgroundServer, sink: SmtpSink, app) -> None:
     say(f"mode:    {args.mode} ({kind} server)\n"
         f"jobs:    {state_runner_line}\n"
         f"app:     {server.url}\n"
+        f"page:    {server.url}/ (sign up in a browser, watch the jobs)\n"
         f"smtp:    {sink.host}:{sink.port} (answers after {sink.delay:g} s)\n"
         f"{redis}"
         f"try:     curl -i -X POST {server.url}/signup -H 'Content-Type: application/json' "
