@@ -14,6 +14,7 @@ broker's heartbeat timeout: none is lost.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -31,14 +32,17 @@ from dramatiq.results import ResultMissing, ResultTimeout
 from shared.dramatiq_setup import (QUEUE, BrokerConfig, delete_namespace, job_message, make_broker,
                                    results_backend)
 from shared.job import Job
-from shared.modes.base import Closed, Runner
+from shared.modes.base import POLL_SECONDS, Closed, Runner
 from shared.processes import start_child, stop_tree
+
+log = logging.getLogger(__name__)
 
 ACTORS_MODULE = "shared.actors"
 SHUTDOWN_MS = 5_000  # how long a worker may finish its jobs when told to stop
-MAINTENANCE_CHANCE = 20_000  # per million calls: a dead worker is noticed within a second
+MAINTENANCE_CHANCE = 50_000  # per million calls: a dead worker is noticed within a second
 READY_LINE = "Worker process is ready for action."
 SUPERVISE_SECONDS = 0.1
+CRASH_LOOP_SECONDS = 2.0  # a group that dies sooner than this is restarted after a pause
 
 
 class DramatiqActors(Runner):
@@ -61,7 +65,7 @@ class DramatiqActors(Runner):
         self.broker = make_broker(self.settings.redis_url, self.broker_config)
         self.results = results_backend(self.settings.redis_url, self.broker_config)
         self.restarts = 0
-        #: called with one line when the group is restarted (default: print it)
+        #: also called with the line logged when the group is restarted (e.g. ``print``)
         self.announce: Callable[[str], None] | None = None
         self._folder = Path(tempfile.mkdtemp(prefix="dramatiq-workers-"))
         self._closing = threading.Event()
@@ -95,6 +99,24 @@ class DramatiqActors(Runner):
                           options={}, message_id=job_id)
         return self.results.get_result(message, block=True, timeout=int(timeout * 1000))
 
+    def wait(self, timeout: float = 30.0, progress: bool = False) -> bool:
+        """Wait until every job so far has finished; see :meth:`Runner.wait`.
+
+        Without ``progress`` this never imports the progress bar (tqdm warns
+        on stderr in a notebook without ipywidgets).
+        """
+        if progress:
+            return super().wait(timeout, progress)
+        deadline = time.monotonic() + timeout
+        while True:
+            finished, total = self.store.progress_since(self._bookmark)
+            if finished == total:
+                self._bookmark = self.store.last_seq()
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(POLL_SECONDS)
+
     # -- the worker group ----------------------------------------------------
 
     @property
@@ -108,6 +130,10 @@ class DramatiqActors(Runner):
                 "-p", str(self.config["workers"]), "-t", str(self.config["threads"]),
                 "--worker-shutdown-timeout", str(SHUTDOWN_MS)]
 
+    def command_line(self) -> str:
+        """The command as you would type it (``dramatiq shared.actors -p 2 -t 4 ...``)."""
+        return " ".join(["dramatiq", *self.command()[3:]])
+
     def worker_processes(self) -> list[psutil.Process]:
         """The group's worker processes (not its main process), oldest first."""
         try:
@@ -115,6 +141,20 @@ class DramatiqActors(Runner):
         except psutil.NoSuchProcess:
             return []
         return sorted((p for p in children if _runs_worker(p)), key=lambda p: p.create_time())
+
+    def wait_busy_worker(self, port: int, timeout: float = 10.0) -> psutil.Process:
+        """A worker process with a connection open to ``port`` (say, mid-email), once there is one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for process in self.worker_processes():
+                try:
+                    if any(c.raddr and c.raddr.port == port for c in process.net_connections()):
+                        return process
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no worker process talked to port {port} within {timeout:g} s")
+            time.sleep(0.01)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until every worker process of the current group is consuming."""
@@ -150,8 +190,12 @@ class DramatiqActors(Runner):
         env = {**os.environ, **self.settings.to_env(), **self.broker_config.to_env(),
                "dramatiq_worker_timeout": str(self.config["worker_timeout"]),
                "PYTHONUNBUFFERED": "1"}
-        with open(self._log_path(self.restarts), "wb") as log:
-            return start_child(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
+        self._started_at = time.monotonic()
+        with open(self._log_path(self.restarts), "wb") as output:
+            return start_child(self.command(), stdout=output, stderr=subprocess.STDOUT, env=env)
+
+    def _log_tail(self, lines: int = 10) -> str:
+        return "\n".join(self.log_text(current=True).splitlines()[-lines:])
 
     def _restarting(self) -> bool:
         return not self._closing.is_set()
@@ -164,17 +208,24 @@ class DramatiqActors(Runner):
                     continue
                 code = self._process.returncode
                 stop_tree(self._process, timeout=2.0)  # reap it, and anything it left
-                self._say(f"dramatiq worker group exited (code {code}); starting it again")
+                lived = time.monotonic() - self._started_at
+                if lived < CRASH_LOOP_SECONDS:  # it cannot even start: do not spin
+                    self._say(f"dramatiq worker group exited (code {code}) after "
+                              f"{lived:.1f} s; starting it again in {CRASH_LOOP_SECONDS:g} s. "
+                              f"Its log ends with:\n{self._log_tail()}")
+                    if self._closing.wait(CRASH_LOOP_SECONDS):
+                        return
+                else:
+                    self._say(f"dramatiq worker group exited (code {code}); starting it again")
                 self.restarts += 1
                 self._process = self._start_group()
 
     def _say(self, line: str) -> None:
+        """Tell whoever listens: the ``shared.modes`` log (``make serve`` prints it),
+        and ``announce`` if set (a notebook sets ``print``)."""
+        log.info(line)
         if self.announce is not None:
             self.announce(line)
-            return
-        from shared.serve import say  # noqa: PLC0415 - serve imports the app, which imports us
-
-        say(line)
 
     # -- stopping ------------------------------------------------------------
 
