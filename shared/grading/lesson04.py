@@ -27,6 +27,8 @@ DEADLINE = 10.0
 
 EXPECTED_FINAL = {"ok": "done", "slow": "done", "boom": "failed: ValueError: no avatar today",
                   "old": "skipped"}
+HOOKS = {"ok": "after_process_message", "slow": "after_process_message",
+         "boom": "after_process_message with an exception", "old": "after_skip_message"}
 
 
 def test_status_middleware(ns: dict[str, Any]) -> None:
@@ -81,20 +83,31 @@ def test_status_middleware(ns: dict[str, Any]) -> None:
                   f"the slow job's status to be 'running' while it runs (hook: "
                   f"before_process_message); it was {recorder.statuses.get(ids['slow'])!r}")
         release.set()
-        _wait_for(lambda: all(recorder.statuses.get(i) not in ("queued", "running", None)
-                              for i in ids.values()),
-                  "every message to reach a final status")
+        _settle(lambda: [recorder.statuses.get(i) for i in ids.values()])
         final = {name: recorder.statuses.get(message_id) for name, message_id in ids.items()}
         for name, expected in EXPECTED_FINAL.items():
             if final[name] != expected:
                 raise AssertionError(f"the {name!r} job ended as {final[name]!r}, expected "
-                                     f"{expected!r} (all statuses: {final})")
+                                     f"{expected!r} (hook: {HOOKS[name]}; all statuses: {final})")
     finally:
         release.set()
         if worker is not None:
             worker.stop()
         broker.close()
         delete_namespace(url, namespace)
+
+
+def _settle(read: Callable[[], list], quiet: float = 1.0, deadline: float = DEADLINE) -> None:
+    """Wait until the statuses stop changing for ``quiet`` seconds (or the deadline)."""
+    end = time.monotonic() + deadline
+    last, since = read(), time.monotonic()
+    while time.monotonic() < end:
+        time.sleep(0.05)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet and all(s not in ("running",) for s in now):
+            return
 
 
 def _wait_for(predicate: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
