@@ -81,7 +81,8 @@ def test_status_middleware(ns: dict[str, Any]) -> None:
         worker.start()
         _wait_for(lambda: recorder.statuses.get(ids["slow"]) == "running",
                   f"the slow job's status to be 'running' while it runs (hook: "
-                  f"before_process_message); it was {recorder.statuses.get(ids['slow'])!r}")
+                  f"before_process_message); it was {recorder.statuses.get(ids['slow'])!r}",
+                  deadline=5.0)
         release.set()
         _settle(lambda: [recorder.statuses.get(i) for i in ids.values()])
         final = {name: recorder.statuses.get(message_id) for name, message_id in ids.items()}
@@ -114,7 +115,7 @@ def _wait_for(predicate: Callable[[], bool], what: str, deadline: float = DEADLI
     end = time.monotonic() + deadline
     while not predicate():
         if time.monotonic() > end:
-            raise AssertionError(f"waited {deadline:g} s for {what}")
+            raise AssertionError(f"waited {deadline:g} s for {what}")  # says what it waited for
         time.sleep(0.01)
 
 
