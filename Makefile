@@ -12,10 +12,12 @@ PYTHON ?= $(firstword $(foreach p,python3 python3.11 python3.12 python3.13 pytho
   $(shell command -v $(p) >/dev/null 2>&1 && $(p) -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && echo $(p))))
 
 MODE ?= blocking
+JOBS ?= 2
 WORKERS ?=
 QUEUE_SIZE ?=
 PORT ?= 8000
 NOTEBOOKS ?= exercises
+SOLUTIONS ?= solutions
 LESSON ?= lessons/01_blocking_handlers.ipynb
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
          --nbval-cell-timeout 120
@@ -59,13 +61,15 @@ env: $(STAMP)
 lab: $(STAMP)
 	JUPYTER_PATH=$(abspath $(VENV))/share/jupyter $(VENV)/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$(LESSON)
 
+# Two pytest workers: most tests wait on sockets and sleeps, so two overlap well
+# even on 2 cores. loadscope keeps each notebook's cells on one worker, in order.
 test: $(STAMP)
-	$(PY) -m pytest tests lessons solutions $(NBVAL)
+	$(PY) -m pytest -n $(JOBS) --dist loadscope tests lessons solutions $(NBVAL)
 
 # A score below full exits 1: scripts see it with STRICT=1, a learner reads
 # the score and the next step instead of "make: *** Error 1".
 grade: $(STAMP)
-	@$(PY) -m shared.grading $(NOTEBOOKS); status=$$?; \
+	@$(PY) -m shared.grading $(NOTEBOOKS) --solutions $(SOLUTIONS); status=$$?; \
 	if [ $$status = 1 ] && [ -z "$(STRICT)" ]; then exit 0; fi; exit $$status
 
 exercises: $(STAMP)

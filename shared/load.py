@@ -18,6 +18,7 @@ from fractions import Fraction
 
 import httpx
 
+from shared.errors import describe
 from shared.fmt import fmt_duration, fmt_rate
 from shared.progress import progress_bar
 
@@ -252,7 +253,7 @@ def _send(client: httpx.Client, method: str, url: str, index: int,
     except httpx.HTTPError as exc:
         end = time.perf_counter()
         record = Record(index, request_id, start, end, status=None,
-                        error=_describe(exc), body=None)
+                        error=describe(exc), body=None)
         return record, isinstance(exc, _CONNECT_FAILURES)
     end = time.perf_counter()
     timing = parse_server_timing(", ".join(response.headers.get_list("server-timing")))
@@ -269,11 +270,6 @@ def _json_object(response: httpx.Response) -> dict | None:
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
-
-
-def _describe(exc: Exception) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _new_address_per_request(run_tag: str) -> Callable[[int], dict]:

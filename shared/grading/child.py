@@ -29,6 +29,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
+from shared.errors import describe
+
 CELL_FILENAME = "<exercise cell>"
 MAX_REASON_CHARS = 300
 STDERR_TAIL_BYTES = 2000
@@ -56,7 +58,7 @@ def _supervise(request_path: Path, result_path: Path) -> None:
         request = json.loads(request_path.read_text(encoding="utf-8"))
         passed, reason = _watch_worker(request, request_path, result_path.parent)
     except BaseException as exc:  # a bug of the grader itself, not the learner's
-        passed, reason = False, f"grader error: {_describe(exc)}"
+        passed, reason = False, f"grader error: {describe(exc)}"
     finally:
         kill_descendants(timeout=CLEANUP_SECONDS)
     _write_atomically(result_path, {"passed": passed, "reason": _one_line(reason)})
@@ -140,7 +142,7 @@ def _work(request_path: Path, verdict_path: Path) -> None:
         request = json.loads(request_path.read_text(encoding="utf-8"))
         passed, reason = verdict(request, phase_path=verdict_path.parent / PHASE_FILE)
     except BaseException as exc:  # a bug of the grader itself, not the learner's
-        passed, reason = False, f"grader error: {_describe(exc)}"
+        passed, reason = False, f"grader error: {describe(exc)}"
     _write_atomically(verdict_path, {"passed": passed, "reason": _one_line(reason)})
     os._exit(0)
 
@@ -221,12 +223,7 @@ def _explain(exc: BaseException, prefix: str) -> str:
         return f"called sys.exit({'' if exc.code is None else repr(exc.code)})"
     if isinstance(exc, KeyboardInterrupt):
         return "raised KeyboardInterrupt"
-    return prefix + _describe(exc) + _cell_line(exc)
-
-
-def _describe(exc: BaseException) -> str:
-    message = str(exc)
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return prefix + describe(exc) + _cell_line(exc)
 
 
 def _cell_line(exc: BaseException) -> str:

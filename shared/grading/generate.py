@@ -55,6 +55,7 @@ def exercise_text(solution: Path) -> str:
     except Exception as exc:
         raise GenerationError(f"{solution}: not a readable notebook ({exc})") from None
     learner_copy = copy.deepcopy(notebook)
+    learner_copy.metadata.pop("widgets", None)  # the solution run's progress bars
     for number, cell in enumerate(learner_copy.cells, start=1):
         if cell.cell_type != "code":
             continue
