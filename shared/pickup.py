@@ -63,18 +63,19 @@ def idle_seconds_to_reach_cap(worker_timeout: int, *, at_least: float = 0.5) -> 
 
 def measure_pickup(redis_url: str, worker_timeouts: Sequence[int], *, queues: int = 8,
                    idle: float | None = None, count_seconds: float = 0.5,
-                   deadline: float = 10.0) -> list[Pickup]:
+                   deadline: float = 10.0, prefix: str = "pickup") -> list[Pickup]:
     """One worker per ``worker_timeouts`` entry, side by side: let them sit idle, then
     send one job to each of their ``queues`` queues at once.
 
     ``idle`` defaults to the time the longest backoff needs to reach its cap.
-    The workers, their brokers and their keys in Redis are gone when this returns.
+    The workers, their brokers and their keys in Redis (namespaces starting
+    with ``prefix``) are gone when this returns.
     """
     for timeout in worker_timeouts:
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
             raise ValueError(f"worker_timeout is in whole milliseconds >= 1, got {timeout!r}")
     idle = max(map(idle_seconds_to_reach_cap, worker_timeouts)) if idle is None else idle
-    probes = [_Probe(redis_url, timeout, queues) for timeout in worker_timeouts]
+    probes = [_Probe(redis_url, timeout, queues, prefix) for timeout in worker_timeouts]
     try:
         for probe in probes:
             probe.worker.start()
@@ -117,9 +118,9 @@ class _CountingBroker(RedisBroker):
 class _Probe:
     """One in-process worker on ``queues`` queues of a fresh namespace."""
 
-    def __init__(self, redis_url: str, worker_timeout: int, queues: int) -> None:
+    def __init__(self, redis_url: str, worker_timeout: int, queues: int, prefix: str) -> None:
         self.redis_url, self.worker_timeout = redis_url, worker_timeout
-        self.namespace = f"pickup-{uuid.uuid4().hex[:12]}"
+        self.namespace = f"{prefix}-{uuid.uuid4().hex[:12]}"
         self.broker = _CountingBroker(url=redis_url, namespace=self.namespace)
         self.started: dict[int, float] = {}
         self._lock = threading.Lock()

@@ -4,7 +4,7 @@ the pickup measurement, and a run that leaves nothing behind in Redis."""
 from __future__ import annotations
 
 import json
-import time
+import uuid
 
 import dramatiq
 import psutil
@@ -110,13 +110,14 @@ def test_a_run_reports_status_and_results_then_leaves_no_key_and_no_process(fast
 
 
 def test_a_lower_worker_timeout_picks_jobs_up_sooner_and_polls_more():
-    default, lowered = measure_pickup(redis_url(), [1000, 20], queues=6)
+    prefix = f"test-pickup-{uuid.uuid4().hex[:8]}"
+    default, lowered = measure_pickup(redis_url(), [1000, 20], queues=6, prefix=prefix)
     assert len(default.waits) == len(lowered.waits) == 6
     assert default.p50 > 3 * lowered.p50, (default.waits, lowered.waits)
     assert lowered.idle_calls_per_second > 5 * default.idle_calls_per_second
     client = redis.Redis.from_url(redis_url())
     try:
-        assert not list(client.scan_iter("pickup-*")), "measure_pickup left keys in Redis"
+        assert not list(client.scan_iter(f"{prefix}*")), "measure_pickup left keys in Redis"
     finally:
         client.close()
 
