@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -31,6 +32,7 @@ from shared.store import AccountExists, Store
 from shared.validation import MAX_BODY_BYTES, InvalidSignup, parse_signup
 
 log = logging.getLogger("shared.app")
+SIGNUP_PAGE = Path(__file__).parent / "static" / "signup.html"
 
 
 @dataclass
@@ -83,6 +85,11 @@ def create_app(mode: str = "blocking", *, smtp_host: str = "127.0.0.1", smtp_por
 
 
 def _add_routes(app: Flask) -> None:
+    @app.get("/")
+    def signup_page():
+        """A form that posts to /signup, then follows each job's status (no reload)."""
+        return Response(SIGNUP_PAGE.read_bytes(), mimetype="text/html")
+
     @app.get("/health")
     def health():
         return jsonify(status="ok", mode=state(app).mode)

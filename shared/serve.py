@@ -10,6 +10,7 @@ then stop the SMTP sink and Redis.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -36,6 +37,7 @@ def say(line: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # a plain `kill` cleans up like Ctrl-C
+    _print_mode_messages()
     with ExitStack() as stack:
         try:
             refuse = refuse_share(args.refuse_share) if args.refuse_share else None
@@ -117,6 +119,7 @@ def _print_banner(args, server: BackgroundServer, sink: SmtpSink, app) -> None:
     say(f"mode:    {args.mode} ({kind} server)\n"
         f"jobs:    {state_runner_line}\n"
         f"app:     {server.url}\n"
+        f"page:    {server.url}/ (sign up in a browser, watch the jobs)\n"
         f"smtp:    {sink.host}:{sink.port} (answers after {sink.delay:g} s"
         f"{f', refuses {args.refuse_share:.0%} of attempts with 451' if args.refuse_share else ''})\n"
         f"{redis}"
@@ -124,6 +127,18 @@ def _print_banner(args, server: BackgroundServer, sink: SmtpSink, app) -> None:
         f"-d '{{\"email\": \"ada@example.com\"}}'\n"
         f"status:  curl {server.url}/jobs/<id from the answer>\n"
         f"Ctrl-C stops everything.")
+
+
+class _SayHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        say(f"{time.strftime('%H:%M:%S')} {self.format(record)}")
+
+
+def _print_mode_messages() -> None:
+    """What a mode's runner logs (a worker died, jobs recovered) goes to the console."""
+    modes_log = logging.getLogger("shared.modes")
+    modes_log.setLevel(logging.INFO)
+    modes_log.addHandler(_SayHandler())
 
 
 def _print_request(method: str, path: str, status) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from shared.modes.bare import NoJobs
 from shared.modes.base import Closed, QueueFull, Runner
+from shared.modes.dramatiq_actors import DramatiqActors
 from shared.modes.fire_and_forget import FireAndForget
 from shared.modes.inline import Inline
 from shared.modes.retrying import Retrying
@@ -19,6 +20,7 @@ MODES: dict[str, type[Runner]] = {
     "blocking": Inline,
     "nowait": FireAndForget,
     "thread-queue": ThreadQueue,
+    "dramatiq": DramatiqActors,
     "retrying": Retrying,
 }
 

@@ -1,0 +1,130 @@
+"""Dramatiq on the course's Redis: one broker recipe for the web app and the workers.
+
+The web process only *sends* messages; ``dramatiq shared.actors`` worker
+processes receive them. Both sides build their broker here, from the same
+values, which travel to the workers in environment variables
+(:meth:`BrokerConfig.to_env`), like :class:`shared.settings.Settings`.
+
+Every running app gets its own key **namespace** in Redis, so two apps (two
+lessons, two test runs) never share a queue, and :func:`delete_namespace`
+removes everything one run left there.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import redis
+from dramatiq import Message
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import CurrentMessage
+from dramatiq.results import Results
+from dramatiq.results.backends import RedisBackend
+
+from shared.job import Job
+
+PREFIX = "DEFER_DRAMATIQ_"
+QUEUE = "default"
+RESULTS_SUFFIX = ".results"
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Where a run's messages live in Redis, and how fast a dead worker is noticed.
+
+    ``heartbeat_timeout`` (ms): a worker silent this long counts as dead, and
+    the messages it had taken go back to the queue. ``maintenance_chance``
+    (per million Redis calls) is how often a call looks for dead workers.
+    Dramatiq's defaults are 60 s and 1,000: fine in production, slow in a demo.
+    """
+
+    namespace: str = "dramatiq"
+    heartbeat_timeout: int = 60_000
+    maintenance_chance: int = 1_000
+
+    @classmethod
+    def fresh(cls, **overrides: int) -> "BrokerConfig":
+        """A config with a namespace no other run uses."""
+        return cls(namespace=f"defer-{uuid.uuid4().hex[:12]}", **overrides)
+
+    def to_env(self) -> dict[str, str]:
+        return {PREFIX + "NAMESPACE": self.namespace,
+                PREFIX + "HEARTBEAT_TIMEOUT": str(self.heartbeat_timeout),
+                PREFIX + "MAINTENANCE_CHANCE": str(self.maintenance_chance)}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "BrokerConfig":
+        values: dict[str, object] = {}
+        for name, kind in (("namespace", str), ("heartbeat_timeout", int),
+                           ("maintenance_chance", int)):
+            text = environ.get(PREFIX + name.upper())
+            if text is None:
+                continue
+            try:
+                values[name] = kind(text)
+            except ValueError:
+                raise ValueError(f"{PREFIX}{name.upper()}={text!r} is not a valid "
+                                 f"{kind.__name__}") from None
+        return cls(**values)
+
+
+def make_broker(redis_url: str, config: BrokerConfig, *, middleware=None) -> RedisBroker:
+    """A RedisBroker in ``config``'s namespace, with results stored in Redis too.
+
+    ``middleware`` is added after Dramatiq's defaults, ``CurrentMessage`` and
+    ``Results``.
+    """
+    if not redis_url:
+        raise ValueError("no Redis URL: pass shared.redis_server.redis_url(), "
+                         "or set DEFER_REDIS_URL for a worker process")
+    broker = RedisBroker(url=redis_url, namespace=config.namespace,
+                         heartbeat_timeout=config.heartbeat_timeout,
+                         maintenance_chance=config.maintenance_chance)
+    broker.add_middleware(CurrentMessage())
+    broker.add_middleware(Results(backend=results_backend(redis_url, config)))
+    for extra in middleware or ():
+        broker.add_middleware(extra)
+    return broker
+
+
+def results_backend(redis_url: str, config: BrokerConfig) -> RedisBackend:
+    """Where actors' return values are kept, in the run's namespace."""
+    return RedisBackend(url=redis_url, namespace=config.namespace + RESULTS_SUFFIX)
+
+
+def job_message(job: Job) -> Message:
+    """The message that runs ``job``: actor ``job.kind``, and message id = job id.
+
+    The same id on both sides is what lets a middleware in the worker write
+    the job's status where the web app reads it.
+    """
+    return Message(queue_name=QUEUE, actor_name=job.kind,
+                   args=({"id": job.id, "kind": job.kind, "email": job.email,
+                          "request_id": job.request_id, "enqueued_at": job.enqueued_at},),
+                   kwargs={}, options={}, message_id=job.id)
+
+
+def delete_namespace(redis_url: str, namespace: str) -> int:
+    """Delete every key of one run (queues, acks, heartbeats, results); return how many."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = [key for pattern in (f"{namespace}:*", f"{namespace}{RESULTS_SUFFIX}:*")
+                for key in client.scan_iter(match=pattern, count=500)]
+        if keys:
+            client.delete(*keys)
+        return len(keys)
+    finally:
+        client.close()
+
+
+def namespace_keys(redis_url: str, namespace: str) -> list[str]:
+    """The keys one run has in Redis right now, sorted."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return sorted(key for pattern in (f"{namespace}:*", f"{namespace}{RESULTS_SUFFIX}:*")
+                      for key in client.scan_iter(match=pattern, count=500))
+    finally:
+        client.close()

@@ -1,0 +1,96 @@
+"""Lesson 04's exercises: solutions score full, stubs and wrong answers score 0 with a reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.grading import registry, runner
+from shared.grading.cells import exercise_name
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE = "shared.grading.lesson04"
+NAMES = ["status_middleware", "stub_broker_test", "choose_settings"]
+
+
+def exercise_cells(folder: str) -> dict[str, str]:
+    notebook = json.loads((ROOT / folder / "04_dramatiq.ipynb").read_text(encoding="utf-8"))
+    cells = {}
+    for cell in notebook["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code" and exercise_name(source):
+            cells[exercise_name(source)] = source
+    return cells
+
+
+def grade(name: str, source: str):
+    return runner.grade(source, MODULE, registry.exercise_in(MODULE, name), name)
+
+
+def solution(name: str) -> str:
+    return exercise_cells("solutions")[name]
+
+
+def test_the_lesson_is_registered():
+    assert registry.lesson_for("04_dramatiq.ipynb") == MODULE
+    assert list(exercise_cells("solutions")) == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_solutions_pass_and_stubs_fail(name):
+    result = grade(name, solution(name))
+    assert result.passed, result.reason
+    stub = grade(name, exercise_cells("exercises")[name])
+    assert not stub.passed and stub.reason == "not implemented yet"
+
+
+@pytest.mark.parametrize("old, new, reason", [
+    ('self.statuses[message.message_id] = "queued"', "pass",
+     "statuses were {'ok': None"),
+    ('self.statuses[message.message_id] = "running"', "pass",
+     "the slow job's status to be 'running'"),
+    ('f"failed: {type(exception).__name__}: {exception}"', '"failed"',
+     "the 'boom' job ended as 'failed', expected 'failed: ValueError: no avatar today'"),
+    ('self.statuses[message.message_id] = "skipped"', "pass",
+     "the 'old' job ended as 'queued'"),
+])
+def test_a_middleware_missing_a_hook_fails_with_the_hook_named(old, new, reason):
+    source = solution("status_middleware")
+    assert old in source
+    result = grade("status_middleware", source.replace(old, new))
+    assert not result.passed
+    assert reason in result.reason
+
+
+@pytest.mark.parametrize("old, new, reason", [
+    # a test that checks nothing passes every broken actor
+    ('assert outbox == ["Welcome, ada@example.com!"], f"outbox was {outbox}"', "pass",
+     "check_welcome passed an actor that"),
+    # a test that does not check the failure lets a lenient actor through
+    ('raise AssertionError("an address without @ did not fail")', "pass",
+     "check_welcome passed an actor that accepts an address without @"),
+    # a test that forgets to stop its worker leaves threads behind
+    ("        worker.stop()\n", "        pass\n", "stop the Worker"),
+])
+def test_a_weak_unit_test_fails_with_the_reason(old, new, reason):
+    source = solution("stub_broker_test")
+    assert old in source
+    result = grade("stub_broker_test", source.replace(old, new))
+    assert not result.passed
+    assert reason in result.reason
+
+
+@pytest.mark.parametrize("old, new, reason", [
+    ("math.floor(p50_goal_ms * 8 / 3)", "1000", "worker_timeout=1000 ms"),
+    ("math.floor(p50_goal_ms * 8 / 3)", "max(1, int(p50_goal_ms / 4))", "idle Redis calls for nothing"),
+    ("math.ceil(jobs_per_second * job_seconds / 0.8)", "math.ceil(jobs_per_second * job_seconds)",
+     "at most 80% busy needs"),
+])
+def test_wrong_settings_fail_with_the_rule(old, new, reason):
+    source = solution("choose_settings")
+    assert old in source
+    result = grade("choose_settings", source.replace(old, new))
+    assert not result.passed
+    assert reason in result.reason

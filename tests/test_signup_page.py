@@ -1,0 +1,84 @@
+"""The signup page at GET /, in a real headless browser (Chromium + selenium).
+
+The browser tests skip, saying why and how to install one, when this
+machine has no Chromium; CI installs it (see .ci/run).
+"""
+
+import httpx
+import pytest
+
+from shared.app import create_app, state
+from shared.browser import browser_problem, headless_chromium, sign_up_in_browser
+from shared.modes import MODES
+from shared.web import BackgroundServer, free_port
+
+FOLLOWS_JOBS = [mode for mode, runner in MODES.items() if runner.kinds and runner.tells_job_ids]
+needs_browser = pytest.mark.skipif(browser_problem() is not None,
+                                   reason=f"no headless browser: {browser_problem()}")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with headless_chromium() as driver:
+        yield driver
+
+
+def test_the_page_is_served_at_the_root(fast_sink):
+    app = create_app("bare", smtp_host=fast_sink.host, smtp_port=fast_sink.port)
+    try:
+        with BackgroundServer(app) as server:
+            page = httpx.get(server.url + "/")
+    finally:
+        state(app).close()
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert '<form id="signup">' in page.text and "/jobs/" in page.text
+
+
+@needs_browser
+@pytest.mark.parametrize("mode", FOLLOWS_JOBS)
+def test_the_page_follows_both_jobs_to_done_and_shows_the_avatar(mode, fast_sink, browser):
+    app = create_app(mode, smtp_host=fast_sink.host, smtp_port=fast_sink.port)
+    try:
+        with BackgroundServer(app) as server:
+            shown = sign_up_in_browser(browser, server.url + "/", "ada@example.com")
+            image = browser.find_element("id", "avatar-image")
+            assert image.get_attribute("src").endswith("/accounts/ada%40example.com/avatar.png")
+            assert browser.execute_script("return arguments[0].naturalWidth", image) > 0
+    finally:
+        state(app).close(timeout=30)
+    assert shown == {"avatar": "done", "welcome email": "done"}
+    assert [m.recipients for m in fast_sink.inbox] == [("ada@example.com",)]
+
+
+@needs_browser
+@pytest.mark.parametrize("mode", FOLLOWS_JOBS)
+def test_the_page_shows_a_failed_job_with_its_error(mode, browser):
+    app = create_app(mode, smtp_host="127.0.0.1", smtp_port=free_port())  # the provider is down
+    try:
+        with BackgroundServer(app) as server:
+            shown = sign_up_in_browser(browser, server.url + "/", "grace@example.com")
+    finally:
+        state(app).close(timeout=30)
+    assert shown["avatar"] == "done"
+    assert shown["welcome email"].startswith("failed: ")
+    assert "Connection refused" in shown["welcome email"]
+
+
+@needs_browser
+def test_the_page_says_what_is_wrong_with_a_taken_address(fast_sink, browser):
+    app = create_app("blocking", smtp_host=fast_sink.host, smtp_port=fast_sink.port)
+    try:
+        with BackgroundServer(app) as server:
+            httpx.post(server.url + "/signup", json={"email": "ada@example.com"}, timeout=30)
+            browser.get(server.url + "/")
+            browser.find_element("id", "email").send_keys("ada@example.com")
+            browser.find_element("id", "submit").click()
+            from selenium.webdriver.support.ui import WebDriverWait
+            answer = WebDriverWait(browser, 30, poll_frequency=0.1).until(
+                lambda d: d.find_element("id", "answer").text.startswith("409") and
+                d.find_element("id", "answer").text,
+                message="the page to show the 409 answer within 30 s")
+    finally:
+        state(app).close()
+    assert answer == "409: ada@example.com already has an account"
