@@ -25,10 +25,22 @@ from dramatiq.results import Results
 from dramatiq.results.backends import RedisBackend
 
 from shared.job import Job
+from shared.retries.policy import EMAIL_MAX_RETRIES
 
 PREFIX = "DEFER_DRAMATIQ_"
-QUEUE = "default"
+#: Each kind of job has its own queue, read by its own worker group (lesson 05):
+#: a welcome email never waits behind avatars.
+QUEUES = {"welcome_email": "email", "avatar": "avatars"}
 RESULTS_SUFFIX = ".results"
+
+
+def queue_of(kind: str) -> str:
+    """The queue that carries jobs of ``kind``."""
+    try:
+        return QUEUES[kind]
+    except KeyError:
+        raise ValueError(f"no queue for jobs of kind {kind!r}: known kinds are "
+                         f"{', '.join(QUEUES)}") from None
 
 
 @dataclass(frozen=True)
@@ -39,11 +51,14 @@ class BrokerConfig:
     the messages it had taken go back to the queue. ``maintenance_chance``
     (per million Redis calls) is how often a call looks for dead workers.
     Dramatiq's defaults are 60 s and 1,000: fine in production, slow in a demo.
+    ``email_max_retries`` bounds the welcome email's retries of transient
+    errors (lesson 06's policy).
     """
 
     namespace: str = "dramatiq"
     heartbeat_timeout: int = 60_000
     maintenance_chance: int = 1_000
+    email_max_retries: int = EMAIL_MAX_RETRIES
 
     @classmethod
     def fresh(cls, **overrides: int) -> "BrokerConfig":
@@ -53,13 +68,14 @@ class BrokerConfig:
     def to_env(self) -> dict[str, str]:
         return {PREFIX + "NAMESPACE": self.namespace,
                 PREFIX + "HEARTBEAT_TIMEOUT": str(self.heartbeat_timeout),
-                PREFIX + "MAINTENANCE_CHANCE": str(self.maintenance_chance)}
+                PREFIX + "MAINTENANCE_CHANCE": str(self.maintenance_chance),
+                PREFIX + "EMAIL_MAX_RETRIES": str(self.email_max_retries)}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "BrokerConfig":
         values: dict[str, object] = {}
         for name, kind in (("namespace", str), ("heartbeat_timeout", int),
-                           ("maintenance_chance", int)):
+                           ("maintenance_chance", int), ("email_max_retries", int)):
             text = environ.get(PREFIX + name.upper())
             if text is None:
                 continue
@@ -96,12 +112,12 @@ def results_backend(redis_url: str, config: BrokerConfig) -> RedisBackend:
 
 
 def job_message(job: Job) -> Message:
-    """The message that runs ``job``: actor ``job.kind``, and message id = job id.
+    """The message that runs ``job``: actor ``job.kind`` on its kind's queue, message id = job id.
 
     The same id on both sides is what lets a middleware in the worker write
     the job's status where the web app reads it.
     """
-    return Message(queue_name=QUEUE, actor_name=job.kind,
+    return Message(queue_name=queue_of(job.kind), actor_name=job.kind,
                    args=({"id": job.id, "kind": job.kind, "email": job.email,
                           "request_id": job.request_id, "enqueued_at": job.enqueued_at},),
                    kwargs={}, options={}, message_id=job.id)

@@ -4,7 +4,7 @@
 end before or outside it: arguments that are not a job, a time limit (a
 ``BaseException`` that ``run_job`` does not catch), a message skipped by
 the age limit. The worker calls a middleware around *every* message, so
-this one writes the outcome of those too. It finds the job by the message
+this one writes the outcome of those too, once Dramatiq gives up on them. It finds the job by the message
 id, which the web app sets to the job id (:func:`shared.dramatiq_setup.job_message`).
 
 The model is Dramatiq's own middleware (``dramatiq/middleware/*.py``):
@@ -22,14 +22,19 @@ UNFINISHED = ("queued", "running")
 
 
 class StoreStatus(Middleware):
-    """Marks a job ``failed`` with the reason when its message ends without a result."""
+    """Marks a job ``failed`` with the reason when Dramatiq gives up on its message.
+
+    Giving up is a *nack*: the message goes to the dead letters. A failed
+    attempt that Dramatiq will retry is not one, so its job stays ``queued``.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def after_process_message(self, broker, message, *, result=None, exception=None):
-        if exception is not None:
-            self._fail(message.message_id, describe(exception))
+    def after_nack(self, broker, message):
+        exception = getattr(message, "_exception", None)  # what the last attempt raised
+        self._fail(message.message_id, describe(exception) if exception is not None
+                   else "given up on by the worker (dead-lettered)")
 
     def after_skip_message(self, broker, message):
         self._fail(message.message_id, "skipped by the worker (too old, or cancelled)")

@@ -4,6 +4,7 @@ the pickup measurement, and a run that leaves nothing behind in Redis."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import dramatiq
@@ -19,8 +20,10 @@ from shared.dramatiq_setup import BrokerConfig, job_message, namespace_keys
 from shared.job import new_jobs
 from shared.pickup import idle_seconds_to_reach_cap, measure_pickup
 from shared.redis_server import redis_url
+from shared.smtp_sink import SmtpSink, refuse_share
 from shared.status_middleware import StoreStatus
 from shared.store import Store
+from shared.web import free_port
 
 DEADLINE = 30.0
 
@@ -29,14 +32,16 @@ def test_the_message_id_is_the_job_id_and_the_body_is_plain_json():
     [job] = new_jobs("ada@example.com", "r1", kinds=("avatar",))
     message = job_message(job)
     assert message.message_id == job.id
-    assert (message.queue_name, message.actor_name) == ("default", "avatar")
+    assert (message.queue_name, message.actor_name) == ("avatars", "avatar")
+    assert job_message(new_jobs("ada@example.com", "r1", kinds=("welcome_email",))[0]).queue_name \
+        == "email"
     decoded = json.loads(message.encode())
     assert decoded["args"] == [{"id": job.id, "kind": "avatar", "email": "ada@example.com",
                                 "request_id": "r1", "enqueued_at": job.enqueued_at}]
 
 
 def test_broker_config_travels_in_the_environment_and_bad_values_are_named():
-    config = BrokerConfig.fresh(heartbeat_timeout=1500, maintenance_chance=7)
+    config = BrokerConfig.fresh(heartbeat_timeout=1500, maintenance_chance=7, email_max_retries=3)
     assert BrokerConfig.from_env(config.to_env()) == config
     assert BrokerConfig.fresh().namespace != BrokerConfig.fresh().namespace
     with pytest.raises(ValueError, match="DEFER_DRAMATIQ_HEARTBEAT_TIMEOUT='soon' is not a valid int"):
@@ -88,7 +93,7 @@ def test_a_run_reports_status_and_results_then_leaves_no_key_and_no_process(fast
         [broken] = new_jobs("ada@example.com", "r2", kinds=("avatar",))
         store.add_jobs([ok, broken])
         runner.submit(ok)
-        runner.broker.enqueue(Message(queue_name="default", actor_name="avatar",
+        runner.broker.enqueue(Message(queue_name="avatars", actor_name="avatar",
                                       args=({"id": broken.id},), kwargs={}, options={},
                                       message_id=broken.id))
         assert runner.wait(DEADLINE), store.counts()
@@ -99,14 +104,79 @@ def test_a_run_reports_status_and_results_then_leaves_no_key_and_no_process(fast
         failed = store.job(broken.id)
         assert failed.status == "failed" and failed.error.startswith("BadJob: expected a JSON object")
         assert namespace_keys(runner.settings.redis_url, runner.broker_config.namespace)
-        group = runner.pid
+        groups = runner.pids
         workers = runner.worker_processes()
     finally:
         closed = state(app).close(timeout=DEADLINE)
     assert closed.unfinished == 0
     assert namespace_keys(runner.settings.redis_url, runner.broker_config.namespace) == []
-    assert not psutil.pid_exists(group)
+    assert not [pid for pid in groups if psutil.pid_exists(pid)]
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_emails_and_avatars_have_their_own_queue_and_worker_group(fast_sink):
+    app = create_app("dramatiq", smtp_host=fast_sink.host, smtp_port=fast_sink.port, workers=1,
+                     threads=2)
+    runner = state(app).runner
+    try:
+        assert [group.queues for group in runner.groups] == [("email",), ("avatars",)]
+        assert len(set(runner.pids)) == 2
+        assert "welcome emails have their own queue and worker group" in runner.describe()
+        runner.wait_ready(DEADLINE)
+        by_group = {group.name: {p.pid for p in group.worker_processes()} for group in runner.groups}
+        assert len(by_group["email"]) == 1 and len(by_group["avatars"]) == 1, by_group
+    finally:
+        state(app).close(timeout=DEADLINE)
+
+
+def test_a_provider_refusing_half_the_attempts_still_gets_every_address_once():
+    """Lesson 06's retry policy in the mode: refused attempts are retried, none is sent twice."""
+    emails = [f"r{n}@example.com" for n in range(10)]
+    with SmtpSink(delay=0.0, refuse=refuse_share(0.5, seed=7)) as sink:
+        app = create_app("dramatiq", smtp_host=sink.host, smtp_port=sink.port, workers=1,
+                         threads=2)
+        runner, store = state(app).runner, state(app).store
+        try:
+            ids = []
+            for n, email in enumerate(emails):
+                jobs = new_jobs(email, f"r{n}", kinds=("welcome_email",))
+                store.add_jobs(jobs)
+                for job in jobs:
+                    runner.submit(job)
+                ids += [job.id for job in jobs]
+            assert runner.wait(90.0), f"waited 90 s for every email job: {store.counts()}"
+            statuses = {store.job(i).status for i in ids}
+            assert statuses == {"done"}, [store.job(i) for i in ids]
+            mailed = sorted(m.recipients[0] for m in sink.inbox)
+            refused = [a for a in sink.attempts if a.refused]
+            retried = [store.job(i) for i in ids if store.job(i).attempts > 1]
+        finally:
+            state(app).close(timeout=DEADLINE)
+    assert mailed == sorted(emails)  # every address, exactly once
+    assert refused and retried, "the sink refused nothing: the test proved no retry"
+    assert len(refused) == sum(job.attempts - 1 for job in retried)
+
+
+def test_a_job_waiting_for_its_retry_shows_queued_with_its_error_then_failed_when_given_up():
+    """No provider at all: each attempt is refused; two retries, then dead-lettered."""
+    app = create_app("dramatiq", smtp_host="127.0.0.1", smtp_port=free_port(), workers=1,
+                     threads=1, email_max_retries=2)
+    runner, store = state(app).runner, state(app).store
+    try:
+        [job] = new_jobs("ada@example.com", "r1", kinds=("welcome_email",))
+        store.add_jobs([job])
+        runner.submit(job)
+        seen = set()
+        deadline = time.monotonic() + DEADLINE
+        while (status := store.job(job.id)).status != "failed":
+            assert time.monotonic() < deadline, f"waited {DEADLINE:g} s for the job to fail: {status}"
+            if status.status == "queued" and status.attempts >= 1:
+                seen.add((status.attempts, status.error))
+            time.sleep(0.02)
+        assert status.attempts == 3 and "Connection refused" in status.error
+        assert any("Connection refused" in error for _, error in seen), seen
+    finally:
+        state(app).close(timeout=DEADLINE)
 
 
 def test_a_lower_worker_timeout_picks_jobs_up_sooner_and_polls_more():

@@ -1,15 +1,20 @@
-"""``dramatiq``: Dramatiq actors on Redis, run by a ``dramatiq`` worker group (lesson 04).
+"""``dramatiq``: Dramatiq actors on Redis, run by ``dramatiq`` worker groups (lessons 04-06).
 
 The web app sends one message per job to Redis; the message id is the job
-id. A separate group of worker processes, started exactly as you would in
-production (``dramatiq shared.actors -p WORKERS -t THREADS``), runs them and
-records their status in the store, where ``GET /jobs/<id>`` reads it.
+id. Worker processes, started exactly as you would in production
+(``dramatiq shared.actors --queues ... -p ... -t ...``), run them and record
+their status in the store, where ``GET /jobs/<id>`` reads it.
 
-The runner supervises the group. Dramatiq's main process shuts the whole
+Welcome emails go ahead of avatars the way lesson 05 recommends: each kind
+has its own queue, read by its own worker group, so an email never waits
+behind a backlog of avatars. The email actor retries transient errors with
+lesson 06's policy (see :mod:`shared.actors`).
+
+The runner supervises the groups. Dramatiq's main process shuts its whole
 group down when one worker process dies (say, SIGKILLed by the OOM killer),
-so the runner starts it again and says so, the way systemd or Kubernetes
-would. Messages the dead worker had taken come back to the queue after the
-broker's heartbeat timeout: none is lost.
+so the runner starts that group again and says so, the way systemd or
+Kubernetes would. Messages the dead worker had taken come back to the queue
+after the broker's heartbeat timeout: none is lost.
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ import psutil
 from dramatiq import Message
 from dramatiq.results import ResultMissing, ResultTimeout
 
-from shared.dramatiq_setup import (QUEUE, BrokerConfig, delete_namespace, job_message, make_broker,
-                                   results_backend)
+from shared.dramatiq_setup import (BrokerConfig, delete_namespace, job_message, make_broker,
+                                   queue_of, results_backend)
 from shared.job import Job
 from shared.modes.base import POLL_SECONDS, Closed, Runner
 from shared.processes import start_child, stop_tree
+from shared.retries.policy import EMAIL_MAX_RETRIES
 
 log = logging.getLogger(__name__)
 
@@ -45,45 +51,107 @@ SUPERVISE_SECONDS = 0.1
 CRASH_LOOP_SECONDS = 2.0  # a group that dies sooner than this is restarted after a pause
 
 
+EMAIL_THREADS = 2  # the email group: one process, a couple of threads
+
+
+class WorkerGroup:
+    """One ``dramatiq`` command (a main process and its worker processes) reading some queues."""
+
+    def __init__(self, name: str, queues: tuple[str, ...], processes: int, threads: int,
+                 folder: Path) -> None:
+        self.name, self.queues, self.processes, self.threads = name, queues, processes, threads
+        self.restarts = 0
+        self.process: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self._folder = folder
+
+    def command(self) -> list[str]:
+        """The command that starts the group."""
+        return [sys.executable, "-m", "dramatiq", ACTORS_MODULE, "--queues", *self.queues,
+                "-p", str(self.processes), "-t", str(self.threads),
+                "--worker-shutdown-timeout", str(SHUTDOWN_MS)]
+
+    def command_line(self) -> str:
+        """The command as you would type it (``dramatiq shared.actors --queues email ...``)."""
+        return " ".join(["dramatiq", *self.command()[3:]])
+
+    def start(self, env: dict[str, str]) -> None:
+        self.started_at = time.monotonic()
+        with open(self.log_path(self.restarts), "wb") as output:
+            self.process = start_child(self.command(), stdout=output, stderr=subprocess.STDOUT,
+                                       env=env)
+
+    def log_path(self, number: int) -> Path:
+        return self._folder / f"{self.name}-{number}.log"
+
+    def log_text(self, *, current: bool = False) -> str:
+        numbers = [self.restarts] if current else range(self.restarts + 1)
+        paths = [self.log_path(n) for n in numbers]
+        return "".join(p.read_text(errors="replace") for p in paths if p.exists())
+
+    def ready(self) -> bool:
+        return self.log_text(current=True).count(READY_LINE) >= self.processes
+
+    def worker_processes(self) -> list[psutil.Process]:
+        try:
+            children = psutil.Process(self.process.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+        return [p for p in children if _runs_worker(p)]
+
+
 class DramatiqActors(Runner):
-    """Dramatiq on Redis: messages to a `dramatiq shared.actors` worker group."""
+    """Dramatiq on Redis: welcome emails and avatars on their own queues and worker groups."""
 
     name = "dramatiq"
     needs = frozenset({"redis", "worker"})
-    #: worker processes, threads per process, the idle poll cap (ms) and how
-    #: long a silent worker may hold its messages (ms)
-    options = {"workers": 2, "threads": 4, "worker_timeout": 100, "heartbeat_timeout": 5_000}
+    #: avatar worker processes and threads per process, the idle poll cap (ms), how
+    #: long a silent worker may hold its messages (ms), and the email's retries
+    options = {"workers": 2, "threads": 4, "worker_timeout": 100, "heartbeat_timeout": 5_000,
+               "email_max_retries": EMAIL_MAX_RETRIES}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         for option, value in self.config.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            least = 0 if option == "email_max_retries" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"the dramatiq mode's option {option} must be a whole number "
-                                 f">= 1, got {value!r}")
+                                 f">= {least}, got {value!r}")
         self.broker_config = BrokerConfig.fresh(heartbeat_timeout=self.config["heartbeat_timeout"],
-                                                maintenance_chance=MAINTENANCE_CHANCE)
+                                                maintenance_chance=MAINTENANCE_CHANCE,
+                                                email_max_retries=self.config["email_max_retries"])
         self.broker = make_broker(self.settings.redis_url, self.broker_config)
         self.results = results_backend(self.settings.redis_url, self.broker_config)
-        self.restarts = 0
-        #: also called with the line logged when the group is restarted (e.g. ``print``)
+        #: also called with the line logged when a group is restarted (e.g. ``print``)
         self.announce: Callable[[str], None] | None = None
         self._folder = Path(tempfile.mkdtemp(prefix="dramatiq-workers-"))
         self._closing = threading.Event()
         self._lock = threading.Lock()
-        self._process = self._start_group()
+        self.groups = [
+            WorkerGroup("email", (queue_of("welcome_email"),), 1, EMAIL_THREADS, self._folder),
+            WorkerGroup("avatars", (queue_of("avatar"),), self.config["workers"],
+                        self.config["threads"], self._folder)]
+        self._env = {**os.environ, **self.settings.to_env(), **self.broker_config.to_env(),
+                     "dramatiq_worker_timeout": str(self.config["worker_timeout"]),
+                     "PYTHONUNBUFFERED": "1"}
+        for group in self.groups:
+            group.start(self._env)
         self._supervisor = threading.Thread(target=self._supervise, name="dramatiq-supervisor",
                                             daemon=True)
         self._supervisor.start()
 
     def describe(self) -> str:
-        return (f"Dramatiq on Redis: `dramatiq {ACTORS_MODULE} -p {self.config['workers']} "
-                f"-t {self.config['threads']}` (worker group pid {self.pid}), "
-                f"namespace {self.broker_config.namespace}")
+        return ("Dramatiq on Redis: welcome emails have their own queue and worker group, so "
+                "they never wait behind avatars (" +
+                " and ".join(f"`{g.command_line().split(' --worker')[0]}`" for g in self.groups) +
+                f"); the email retries transient errors up to "
+                f"{self.config['email_max_retries']} times; namespace "
+                f"{self.broker_config.namespace}")
 
     # -- jobs ----------------------------------------------------------------
 
     def submit(self, job: Job) -> None:
-        """Send the job's message to Redis; a worker process picks it up."""
+        """Send the job's message to its kind's queue in Redis; that kind's group picks it up."""
         self.broker.enqueue(job_message(job))
 
     def result(self, job_id: str, *, timeout: float = 10.0) -> dict:
@@ -95,15 +163,16 @@ class DramatiqActors(Runner):
         status = self.store.job(job_id)
         if status is None:
             raise KeyError(f"no job with id {job_id!r}")
-        message = Message(queue_name=QUEUE, actor_name=status.kind, args=(), kwargs={},
-                          options={}, message_id=job_id)
+        message = Message(queue_name=queue_of(status.kind), actor_name=status.kind, args=(),
+                          kwargs={}, options={}, message_id=job_id)
         return self.results.get_result(message, block=True, timeout=int(timeout * 1000))
 
     def wait(self, timeout: float = 30.0, progress: bool = False) -> bool:
         """Wait until every job so far has finished; see :meth:`Runner.wait`.
 
-        Without ``progress`` this never imports the progress bar (tqdm warns
-        on stderr in a notebook without ipywidgets).
+        A job waiting for its next attempt is not finished. Without
+        ``progress`` this never imports the progress bar (tqdm warns on
+        stderr in a notebook without ipywidgets).
         """
         if progress:
             return super().wait(timeout, progress)
@@ -117,30 +186,26 @@ class DramatiqActors(Runner):
                 return False
             time.sleep(POLL_SECONDS)
 
-    # -- the worker group ----------------------------------------------------
+    # -- the worker groups ---------------------------------------------------
 
     @property
-    def pid(self) -> int:
-        """The process id of the group's main process (it changes on a restart)."""
-        return self._process.pid
+    def pids(self) -> list[int]:
+        """The process ids of the groups' main processes (one changes when its group restarts)."""
+        return [group.process.pid for group in self.groups]
 
-    def command(self) -> list[str]:
-        """The command that starts the worker group."""
-        return [sys.executable, "-m", "dramatiq", ACTORS_MODULE,
-                "-p", str(self.config["workers"]), "-t", str(self.config["threads"]),
-                "--worker-shutdown-timeout", str(SHUTDOWN_MS)]
+    @property
+    def restarts(self) -> int:
+        """How many times a group was started again, all groups together."""
+        return sum(group.restarts for group in self.groups)
 
-    def command_line(self) -> str:
-        """The command as you would type it (``dramatiq shared.actors -p 2 -t 4 ...``)."""
-        return " ".join(["dramatiq", *self.command()[3:]])
+    def command_lines(self) -> list[str]:
+        """The commands as you would type them, one per group."""
+        return [group.command_line() for group in self.groups]
 
     def worker_processes(self) -> list[psutil.Process]:
-        """The group's worker processes (not its main process), oldest first."""
-        try:
-            children = psutil.Process(self.pid).children()
-        except psutil.NoSuchProcess:
-            return []
-        return sorted((p for p in children if _runs_worker(p)), key=lambda p: p.create_time())
+        """The groups' worker processes (not their main processes), oldest first."""
+        return sorted((p for g in self.groups for p in g.worker_processes()),
+                      key=lambda p: p.create_time())
 
     def wait_busy_worker(self, port: int, timeout: float = 10.0) -> psutil.Process:
         """A worker process with a connection open to ``port`` (say, mid-email), once there is one."""
@@ -157,68 +222,56 @@ class DramatiqActors(Runner):
             time.sleep(0.01)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Wait until every worker process of the current group is consuming."""
+        """Wait until every worker process of every group is consuming."""
         deadline = time.monotonic() + timeout
-        while self.log_text(current=True).count(READY_LINE) < self.config["workers"]:
-            if self._process.poll() is not None and not self._restarting():
-                raise RuntimeError(f"the dramatiq worker group exited with code "
-                                   f"{self._process.returncode}; its log:\n{self.log_text()}")
+        while not all(group.ready() for group in self.groups):
+            for group in self.groups:
+                if group.process.poll() is not None and not self._restarting():
+                    raise RuntimeError(f"the dramatiq {group.name} worker group exited with code "
+                                       f"{group.process.returncode}; its log:\n{group.log_text()}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the dramatiq workers were not ready after {timeout:g} s; "
                                    f"their log:\n{self.log_text()}")
             time.sleep(0.05)
 
     def wait_restarts(self, count: int, timeout: float = 30.0) -> None:
-        """Wait until the group was restarted ``count`` times in all."""
+        """Wait until the groups were restarted ``count`` times in all."""
         deadline = time.monotonic() + timeout
         while self.restarts < count:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"waited {timeout:g} s for restart number {count} of the "
-                                   f"worker group; it was restarted {self.restarts} time(s)")
+                raise TimeoutError(f"waited {timeout:g} s for restart number {count} of a "
+                                   f"worker group; they were restarted {self.restarts} time(s)")
             time.sleep(0.05)
 
     def log_text(self, *, current: bool = False) -> str:
-        """What the worker groups logged (``current``: only the group running now)."""
-        paths = [self._log_path(self.restarts)] if current else \
-            [self._log_path(n) for n in range(self.restarts + 1)]
-        return "".join(p.read_text(errors="replace") for p in paths if p.exists())
-
-    def _log_path(self, number: int) -> Path:
-        return self._folder / f"group-{number}.log"
-
-    def _start_group(self) -> subprocess.Popen:
-        env = {**os.environ, **self.settings.to_env(), **self.broker_config.to_env(),
-               "dramatiq_worker_timeout": str(self.config["worker_timeout"]),
-               "PYTHONUNBUFFERED": "1"}
-        self._started_at = time.monotonic()
-        with open(self._log_path(self.restarts), "wb") as output:
-            return start_child(self.command(), stdout=output, stderr=subprocess.STDOUT, env=env)
-
-    def _log_tail(self, lines: int = 10) -> str:
-        return "\n".join(self.log_text(current=True).splitlines()[-lines:])
+        """What the worker groups logged (``current``: only the groups running now)."""
+        return "".join(group.log_text(current=current) for group in self.groups)
 
     def _restarting(self) -> bool:
         return not self._closing.is_set()
 
     def _supervise(self) -> None:
-        """Start the group again whenever it exits, until close()."""
+        """Start a group again whenever it exits, until close()."""
         while not self._closing.wait(SUPERVISE_SECONDS):
-            with self._lock:
-                if self._closing.is_set() or self._process.poll() is None:
-                    continue
-                code = self._process.returncode
-                stop_tree(self._process, timeout=2.0)  # reap it, and anything it left
-                lived = time.monotonic() - self._started_at
-                if lived < CRASH_LOOP_SECONDS:  # it cannot even start: do not spin
-                    self._say(f"dramatiq worker group exited (code {code}) after "
-                              f"{lived:.1f} s; starting it again in {CRASH_LOOP_SECONDS:g} s. "
-                              f"Its log ends with:\n{self._log_tail()}")
-                    if self._closing.wait(CRASH_LOOP_SECONDS):
-                        return
-                else:
-                    self._say(f"dramatiq worker group exited (code {code}); starting it again")
-                self.restarts += 1
-                self._process = self._start_group()
+            for group in self.groups:
+                with self._lock:
+                    if self._closing.is_set() or group.process.poll() is None:
+                        continue
+                    code = group.process.returncode
+                    stop_tree(group.process, timeout=2.0)  # reap it, and anything it left
+                    lived = time.monotonic() - group.started_at
+                    if lived < CRASH_LOOP_SECONDS:  # it cannot even start: do not spin
+                        tail = "\n".join(group.log_text(current=True).splitlines()[-10:])
+                        self._say(f"dramatiq worker group exited (code {code}) after "
+                                  f"{lived:.1f} s; starting it again in {CRASH_LOOP_SECONDS:g} s "
+                                  f"(queues: {', '.join(group.queues)}). Its log ends with:\n{tail}")
+                        if self._closing.wait(CRASH_LOOP_SECONDS):
+                            return
+                    else:
+                        self._say(f"dramatiq worker group exited (code {code}); starting it "
+                                  f"again (queues: {', '.join(group.queues)})")
+                    group.restarts += 1
+                    group.start(self._env)
 
     def _say(self, line: str) -> None:
         """Tell whoever listens: the ``shared.modes`` log (``make serve`` prints it),
@@ -230,20 +283,22 @@ class DramatiqActors(Runner):
     # -- stopping ------------------------------------------------------------
 
     def close(self, timeout: float = 10.0) -> Closed:
-        """Let the queued jobs finish (up to ``timeout`` s), stop the group, delete the run's keys."""
+        """Let the queued jobs finish (up to ``timeout`` s), stop the groups, delete the run's keys."""
         deadline = time.monotonic() + timeout
         self.wait(timeout)
         self._closing.set()
         self._supervisor.join(timeout=5)
         with self._lock:
-            process = self._process
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)  # the main process tells its workers
+            processes = [group.process for group in self.groups]
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)  # the main process tells its workers
+        for process in processes:
             try:
                 process.wait(max(0.5, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
-        stop_tree(process, timeout=2.0)
+            stop_tree(process, timeout=2.0)
         counts = self.store.counts()
         delete_namespace(self.settings.redis_url, self.broker_config.namespace)
         self.broker.close()
