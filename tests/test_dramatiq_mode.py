@@ -129,6 +129,28 @@ def test_emails_and_avatars_have_their_own_queue_and_worker_group(fast_sink):
         state(app).close(timeout=DEADLINE)
 
 
+def test_a_welcome_email_does_not_wait_behind_a_backlog_of_avatars(fast_sink):
+    app = create_app("dramatiq", smtp_host=fast_sink.host, smtp_port=fast_sink.port, workers=1,
+                     threads=1)
+    runner, store = state(app).runner, state(app).store
+    try:
+        runner.wait_ready(DEADLINE)
+        avatars = [new_jobs(f"a{n}@example.com", f"a{n}", kinds=("avatar",))[0] for n in range(30)]
+        [email] = new_jobs("ada@example.com", "r1", kinds=("welcome_email",))
+        store.add_jobs([*avatars, email])
+        for job in [*avatars, email]:  # the email is sent last
+            runner.submit(job)
+        deadline = time.monotonic() + DEADLINE
+        while store.job(email.id).status != "done":
+            assert time.monotonic() < deadline, f"waited {DEADLINE:g} s for the email job"
+            time.sleep(0.01)
+        avatars_done = sum(store.job(job.id).status == "done" for job in avatars)
+        assert runner.wait(DEADLINE * 2), store.counts()
+    finally:
+        state(app).close(timeout=DEADLINE)
+    assert avatars_done < len(avatars) // 2, f"{avatars_done} avatars ran before the email"
+
+
 def test_a_provider_refusing_half_the_attempts_still_gets_every_address_once():
     """Lesson 06's retry policy in the mode: refused attempts are retried, none is sent twice."""
     emails = [f"r{n}@example.com" for n in range(10)]
