@@ -11,11 +11,13 @@ from shared.modes.bare import NoJobs
 from shared.modes.base import Closed, Runner
 from shared.modes.fire_and_forget import FireAndForget
 from shared.modes.inline import Inline
+from shared.modes.redis_queue import RedisQueueRunner
 
 MODES: dict[str, type[Runner]] = {
     "bare": NoJobs,
     "blocking": Inline,
     "nowait": FireAndForget,
+    "redis-queue": RedisQueueRunner,
 }
 
 
