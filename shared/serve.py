@@ -10,6 +10,7 @@ then stop the SMTP sink and Redis.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -36,6 +37,7 @@ def say(line: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # a plain `kill` cleans up like Ctrl-C
+    _print_mode_messages()
     with ExitStack() as stack:
         try:
             sink = stack.enter_context(SmtpSink(delay=args.email_delay, on_delivery=_print_delivery))
@@ -116,6 +118,18 @@ def _print_banner(args, server: BackgroundServer, sink: SmtpSink, app) -> None:
         f"-d '{{\"email\": \"ada@example.com\"}}'\n"
         f"status:  curl {server.url}/jobs/<id from the answer>\n"
         f"Ctrl-C stops everything.")
+
+
+class _SayHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        say(f"{time.strftime('%H:%M:%S')} {self.format(record)}")
+
+
+def _print_mode_messages() -> None:
+    """What a mode's runner logs (a worker died, jobs recovered) goes to the console."""
+    modes_log = logging.getLogger("shared.modes")
+    modes_log.setLevel(logging.INFO)
+    modes_log.addHandler(_SayHandler())
 
 
 def _print_request(method: str, path: str, status) -> None:
