@@ -12,7 +12,7 @@ import pytest
 
 from shared.job import Job, new_jobs
 from shared.redis_queue import RedisQueue, reap
-from shared.redis_queue.crash import kill_mid_job, kill_on_delivery, lost, wait_for
+from shared.redis_queue.demo import kill_mid_job, kill_on_delivery, lost, wait_for
 from shared.redis_queue.pickle_demo import crafted_payload
 from shared.redis_queue.pool import WorkerPool
 from shared.redis_server import redis_url

@@ -52,8 +52,7 @@ class Worker:
         try:
             job = Job.from_json(raw)
         except BadJob as exc:
-            print(f"{self.name}: rejected a message ({exc}): {raw[:60]!r}",
-                  file=sys.stderr, flush=True)
+            print(f"{self.name}: rejected a message ({exc})", file=sys.stderr, flush=True)
             return
         if self.idempotent and not self.queue.redis.set(
                 self.queue.once(job.id), self.name, nx=True, ex=ONCE_SECONDS):
