@@ -14,6 +14,7 @@ from shared.grading.exercise import Exercise
 
 LESSONS: dict[str, str] = {
     "01_": "shared.grading.lesson01",
+    "03_": "shared.grading.lesson03",
 }
 
 
