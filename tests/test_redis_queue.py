@@ -95,6 +95,16 @@ def test_reap_requeues_only_the_jobs_of_workers_without_a_heartbeat(queue):
     assert reap(queue) == []
 
 
+def test_a_worker_leaving_with_a_job_in_hand_hands_it_back(queue):
+    from shared.redis_queue.worker import Heartbeat
+
+    with Heartbeat(queue, "w9", ttl=5.0):
+        assert queue.alive("w9") and queue.held() == {"w9": 0}
+        queue.redis.lpush(queue.processing("w9"), b"job")  # as if handle() raised
+    assert queue.redis.lrange(queue.queue, 0, -1) == [b"job"]
+    assert queue.keys() == [queue.queue]  # deregistered, heartbeat gone
+
+
 # -- real worker processes ----------------------------------------------------------
 
 def test_workers_run_jobs_and_record_them_in_the_store(queue, store):

@@ -23,6 +23,9 @@ from shared.redis_queue.reaper import reap
 
 log = logging.getLogger(__name__)
 
+#: More deaths than this within a minute: stop replacing workers (they crash on start).
+MAX_DEATHS_PER_MINUTE = 5
+
 
 class RedisQueueRunner(Runner):
     """Worker processes take jobs from a Redis list; a dead worker's jobs go back."""
@@ -75,13 +78,21 @@ class RedisQueueRunner(Runner):
                 for worker in [w for w in self.pool.workers if not w.running
                                and w.name not in died]:
                     died[worker.name] = time.monotonic()
+                    recent = [t for t in died.values() if time.monotonic() - t < 60]
+                    if len(recent) > MAX_DEATHS_PER_MINUTE:
+                        log.error("worker %s (pid %d) died (exit code %s); %d deaths within a "
+                                  "minute, so no replacement: see its log, %s", worker.name,
+                                  worker.pid, worker.process.returncode, len(recent),
+                                  self.pool.log_tail(worker))
+                        continue
                     new = self.pool.start(1)[0]
                     log.info("worker %s (pid %d) died (exit code %s); started %s (pid %d)",
                              worker.name, worker.pid, worker.process.returncode, new.name,
                              new.pid)
                 for recovered in reap(self.queue):
                     since = died.get(recovered.worker)
-                    after = f" {time.monotonic() - since:.1f} s after it died" if since else ""
+                    after = (f" {time.monotonic() - since:.1f} s after it was found dead" if since
+                             else "")
                     log.info("recovered %d job(s) of dead worker %s%s: back in the queue",
                              recovered.jobs, recovered.worker, after)
             except Exception:  # noqa: BLE001 - keep supervising; say what went wrong

@@ -117,8 +117,13 @@ class WorkerPool:
         """SIGTERM every worker (each finishes its job in hand), SIGKILL after ``timeout``."""
         for worker in self.running:
             worker.process.terminate()
+        deadline = time.monotonic() + timeout
         for worker in self.workers:
-            stop_tree(worker.process, timeout=timeout)
+            try:  # one SIGTERM each, then patience: a second one adds nothing
+                worker.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            stop_tree(worker.process, timeout=1.0)  # what is left, or what it started
 
     def remove(self) -> None:
         """Stop every worker and delete their logs."""

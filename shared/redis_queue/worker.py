@@ -18,7 +18,7 @@ from shared.redis_queue.queue import RedisQueue, connect
 from shared.settings import Settings
 from shared.store import Store
 
-POLL_SECONDS = 0.5       # how long one blocking pop waits before checking for a stop
+POLL_SECONDS = 0.2       # how long one blocking pop waits before checking for a stop
 ONCE_SECONDS = 24 * 3600  # how long an idempotency key remembers a job
 
 
@@ -100,6 +100,9 @@ class Heartbeat:
     def __exit__(self, *exc_info) -> None:
         self._stop.set()
         self._thread.join()
+        mine = self.queue.processing(self.name)  # left with a job in hand (an error): hand it back
+        while self.redis.lmove(mine, self.queue.queue, "RIGHT", "RIGHT") is not None:
+            pass
         self.redis.srem(self.queue.workers, self.name)
         self.redis.delete(self.queue.heartbeat(self.name))
         self.redis.close()
