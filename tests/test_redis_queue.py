@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -203,6 +206,24 @@ def test_stopping_a_worker_lets_it_finish_the_job_in_hand(queue, store):
         assert worker.process.returncode == 0
         assert store.job(job.id).status == "done" and len(sink.inbox) == 1
         assert queue.keys() == []  # acknowledged, deregistered
+
+
+def test_a_worker_survives_a_burst_of_sigterms_and_stops_cleanly(queue, store):
+    """A signal handler that takes a lock deadlocks when a second signal lands inside it."""
+    with SmtpSink(delay=0) as sink, _pool(queue, _settings(sink, store, queue)) as pool:
+        workers = pool.start(3)
+        spacing = random.Random(3)
+        for _ in range(300):  # spaced so that some land while a handler is running
+            for worker in workers:
+                os.kill(worker.pid, signal.SIGTERM)
+            pause_until = time.perf_counter() + spacing.uniform(0, 50e-6)
+            while time.perf_counter() < pause_until:
+                pass
+        for worker in workers:
+            try:
+                assert worker.process.wait(DEADLINE) == 0
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"worker {worker.name} hung after a burst of SIGTERMs") from None
 
 
 def test_a_worker_without_settings_says_what_to_set():

@@ -119,7 +119,7 @@ class WorkerPool:
             worker.process.terminate()
         deadline = time.monotonic() + timeout
         for worker in self.workers:
-            try:  # one SIGTERM each, then patience: a second one adds nothing
+            try:  # one SIGTERM each, then patience
                 worker.process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
