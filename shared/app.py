@@ -25,7 +25,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from shared.job import new_jobs
-from shared.modes import Closed, Runner, runner_class
+from shared.modes import Closed, QueueFull, Runner, runner_class
 from shared.settings import Settings
 from shared.store import AccountExists, Store
 from shared.validation import MAX_BODY_BYTES, InvalidSignup, parse_signup
@@ -135,9 +135,16 @@ def _signup(app_state: AppState):
         return _answer({"email": email}, 201, request_id, timing)
     if runner.handler_waits:
         return _run_then_answer(app_state, email, jobs, request_id, timing)
-    with timing.measure("enqueue"):
-        for job in jobs:
-            runner.submit(job)
+    try:
+        with timing.measure("enqueue"):
+            runner.submit_all(jobs)
+    except QueueFull as exc:
+        # Undo the signup, so that the client's retry is a fresh signup, not a 409.
+        app_state.store.forget_signup(email, [job.id for job in jobs])
+        response = _answer({"error": f"{exc}; try again in {exc.retry_after} s"}, 503,
+                           request_id, timing)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     if not runner.tells_job_ids:
         return _answer({"email": email, "jobs": "started; nobody will tell you how they went"},
                        202, request_id, timing)

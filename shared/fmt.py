@@ -2,7 +2,8 @@
 
 Notebooks print timings inside sentences, and the notebook checker swaps them
 for placeholders with regular expressions, so every format here is regular:
-a number, one space, a unit (or an ``x`` glued to a ratio).
+a number, one space, a unit (or an ``x`` glued to a ratio, a ``%`` to a
+share).
 """
 
 from __future__ import annotations
@@ -39,6 +40,29 @@ def fmt_rate(per_second: float, unit: str = "req") -> str:
     """A rate with one decimal: ``"15.2 req/s"``."""
     _require_finite_non_negative(per_second, "a rate")
     return f"{per_second:.1f} {unit}/s"
+
+
+def fmt_share(part: float, whole: float) -> str:
+    """What share of ``whole`` is ``part``, as people say it.
+
+    ``"under 0.1%"``, ``"0.4%"``, ``"9.5%"`` (one decimal below 10%),
+    ``"57%"``, ``"100%"``.  A part smaller than the whole never prints as
+    ``"100%"`` (it is ``"over 99%"``), and a tiny one never as ``"0.0%"``.
+    """
+    _require_finite_non_negative(part, "a part")
+    _require_finite_non_negative(whole, "a whole")
+    if whole == 0:
+        raise ValueError("a share of nothing makes no sense: whole must be > 0")
+    percent = part / whole * 100
+    if percent == 0:
+        return "0%"
+    if round(percent, 1) < 0.1:
+        return "under 0.1%"
+    if round(percent, 1) < 10:
+        return f"{percent:.1f}%"
+    if round(percent) >= 100 and part < whole:
+        return "over 99%"
+    return f"{percent:.0f}%"
 
 
 def _require_finite_non_negative(value: float, what: str) -> None:

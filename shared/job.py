@@ -87,6 +87,7 @@ def _work(job: Job, store: Store, settings: Settings) -> None:
                                 smtp_port=settings.smtp_port, timeout=settings.smtp_timeout)
         store.mark_welcomed(job.email)
     elif job.kind == "avatar":
-        store.set_avatar(job.email, jobs.render_avatar(job.email, size=settings.avatar_size))
+        store.set_avatar(job.email, jobs.render_avatar(job.email, size=settings.avatar_size,
+                                                      canvas=settings.avatar_canvas))
     else:
         raise BadJob(f"unknown kind {job.kind!r}")

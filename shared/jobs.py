@@ -39,27 +39,31 @@ def send_welcome_email(address: str, *, smtp_host: str, smtp_port: int,
         smtp.send_message(welcome_message(address))
 
 
-def render_avatar(address: str, size: int = 128) -> bytes:
+def render_avatar(address: str, size: int = 128, canvas: int = AVATAR_CANVAS) -> bytes:
     """Draw a large identicon-style picture for ``address``, return a PNG thumbnail.
 
     Real Pillow work (draw, blur, resample, encode) that costs a few hundred
     milliseconds of CPU: the kind of job that makes a request slow.
-    The same address always gives the same picture.
+    The same address always gives the same picture. ``canvas`` (pixels per
+    side drawn before the thumbnail) sets the cost: the default takes about
+    0.2 s, half of it about a quarter of that.
     """
     if size < 8 or size > 1024:
         raise ValueError(f"size must be between 8 and 1024 pixels, got {size}")
+    if canvas < size or canvas > 8000:
+        raise ValueError(f"canvas must be between size ({size}) and 8000 pixels, got {canvas}")
     digest = hashlib.sha256(address.lower().encode()).digest()
     colour = (digest[0], digest[1], digest[2])
-    image = Image.new("RGB", (AVATAR_CANVAS, AVATAR_CANVAS), (240, 240, 240))
+    image = Image.new("RGB", (canvas, canvas), (240, 240, 240))
     draw = ImageDraw.Draw(image)
-    cell = AVATAR_CANVAS // 5
+    cell = canvas // 5
     for index in range(15):  # a 5x5 grid, mirrored left to right
         if digest[3 + index] % 2:
             row, col = divmod(index, 3)
             for x in {col, 4 - col}:
                 draw.rectangle([x * cell, row * cell, (x + 1) * cell - 1, (row + 1) * cell - 1],
                                fill=colour)
-    image = image.filter(ImageFilter.GaussianBlur(radius=12))
+    image = image.filter(ImageFilter.GaussianBlur(radius=max(1, 12 * canvas // AVATAR_CANVAS)))
     image = image.resize((size, size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)

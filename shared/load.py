@@ -9,19 +9,18 @@ because output from background threads lands in the wrong notebook cell.
 from __future__ import annotations
 
 import math
-import queue
 import secrets
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 import httpx
-from tqdm import tqdm
 
+from shared.errors import describe
 from shared.fmt import fmt_duration, fmt_rate
+from shared.progress import progress_bar
 
 #: Methods that carry no request body.
 BODYLESS_METHODS = frozenset({"GET", "HEAD"})
@@ -31,9 +30,6 @@ _CONNECT_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout)
 
 #: How often the calling thread wakes up while waiting for answers.
 _POLL_SECONDS = 0.1
-
-#: With ``progress=None``, the bar appears only for runs longer than this.
-_PROGRESS_DELAY_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -154,17 +150,17 @@ def percentile(values: Iterable[float], q: float) -> float:
 def parse_server_timing(header: str) -> dict[str, float]:
     """Durations from a Server-Timing header, in seconds.
 
-    ``'validate;dur=0.3, email;dur=512.4;desc="welcome email"'`` gives
-    ``{"validate": 0.0003, "email": 0.5124}``.  Entries without a usable
-    ``dur`` are skipped; a name that appears twice has its durations added.
+    ``"validate;dur=0.3, email;dur=512.4"`` gives ``{"validate": 0.0003,
+    "email": 0.5124}``.  Entries without a usable ``dur`` are skipped; a name
+    that appears twice has its durations added.  Quoted values (``desc="a,
+    b"``) are not understood: the course's app never sends them.
     """
     timings: dict[str, float] = {}
-    for entry in _split_outside_quotes(header, ","):
-        name, *params = (part.strip() for part in _split_outside_quotes(entry, ";"))
+    for entry in header.split(","):
+        name, *params = (part.strip() for part in entry.split(";"))
         duration = _duration_ms(params)
-        if not name or duration is None:
-            continue
-        timings[name] = timings.get(name, 0.0) + duration / 1000
+        if name and duration is not None:
+            timings[name] = timings.get(name, 0.0) + duration / 1000
     return timings
 
 
@@ -188,6 +184,7 @@ def run_load(
     Failed requests are recorded, not raised, but ``ConnectionError`` is
     raised when nothing is listening at ``url``.  ``progress=None`` shows a
     bar only for runs longer than two seconds; ``False`` never shows one.
+    On Ctrl-C no new request is sent; those in flight finish first.
     """
     method = method.upper()
     _check_arguments(url, n, concurrency, timeout, method, json_body)
@@ -197,55 +194,41 @@ def run_load(
         json_body = _new_address_per_request(run_tag)
     width = max(4, len(str(n - 1)))
     request_ids = [f"r{index:0{width}d}-{run_tag}" for index in range(n)]
-
-    dispenser = _IndexDispenser(n)
-    done: queue.SimpleQueue = queue.SimpleQueue()
     limits = httpx.Limits(max_connections=concurrency,
                           max_keepalive_connections=concurrency)
+
     # trust_env=False: a proxy from the environment would distort the timings.
     with httpx.Client(limits=limits, timeout=timeout, trust_env=False) as client, \
-            _progress_bar(n, label, progress) as bar:
+            progress_bar(n, label, "req", progress) as bar:
 
         def send(index: int) -> tuple[Record, bool]:
             body = json_body(index) if json_body is not None else None
             return _send(client, method, url, index, request_ids[index], body, headers)
 
-        workers = [
-            threading.Thread(target=_work, args=(dispenser, send, done),
-                             name=f"run_load-worker-{number}", daemon=True)
-            for number in range(concurrency)
-        ]
         records: list[Record] = []
         refused: list[Record] = []
         gave_up = False
+        pool = ThreadPoolExecutor(concurrency, thread_name_prefix="run_load-worker")
         started = time.perf_counter()
         try:
-            for worker in workers:
-                worker.start()
-            while len(records) < n:
-                try:
-                    item = done.get(timeout=_POLL_SECONDS)
-                except queue.Empty:
-                    if not any(worker.is_alive() for worker in workers) and done.empty():
-                        break
-                    bar.update(0)  # lets a delayed bar appear while answers are slow
-                    continue
-                if isinstance(item, BaseException):
-                    raise item
-                record, was_refused = item
-                records.append(record)
-                if was_refused:
-                    refused.append(record)
-                bar.update(1)
+            # The pool hands the requests out in order, to whichever worker is free.
+            waiting = {pool.submit(send, index) for index in range(n)}
+            while waiting:
+                done, waiting = wait(waiting, _POLL_SECONDS, FIRST_COMPLETED)
+                for future in done:
+                    record, was_refused = future.result()  # a bug here re-raises
+                    records.append(record)
+                    if was_refused:
+                        refused.append(record)
+                bar.update(len(done))  # update(0) lets a delayed bar appear
                 if len(refused) == len(records) >= concurrency:
                     gave_up = True  # the first wave all bounced: stop knocking
-                    dispenser.stop()
+                    break
             wall = time.perf_counter() - started
         finally:
-            dispenser.stop()  # on Ctrl-C: no new requests, in-flight ones finish
-            for worker in workers:
-                if worker.ident is not None:
-                    worker.join()
+            # After a Ctrl-C or a refusal: drop the requests not sent yet,
+            # let those in flight finish, and leave no worker thread behind.
+            pool.shutdown(wait=True, cancel_futures=True)
 
     if gave_up:
         raise ConnectionError(
@@ -256,40 +239,6 @@ def run_load(
     records.sort(key=lambda record: record.index)
     return LoadResult(label=label, records=records, started=started,
                       wall=wall, concurrency=concurrency)
-
-
-class _IndexDispenser:
-    """Hands out request indexes 0..n-1 to worker threads, until stopped."""
-
-    def __init__(self, n: int) -> None:
-        self._n = n
-        self._next = 0
-        self._stopped = False
-        self._lock = threading.Lock()
-
-    def take(self) -> int | None:
-        with self._lock:
-            if self._stopped or self._next >= self._n:
-                return None
-            index, self._next = self._next, self._next + 1
-            return index
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stopped = True
-
-
-def _work(dispenser: _IndexDispenser,
-          send: Callable[[int], tuple[Record, bool]],
-          done: queue.SimpleQueue) -> None:
-    """Worker thread: send requests until none are left; never print."""
-    while (index := dispenser.take()) is not None:
-        try:
-            done.put(send(index))
-        except BaseException as exc:  # a bug, not a failed request: hand it over
-            dispenser.stop()
-            done.put(exc)
-            return
 
 
 def _send(client: httpx.Client, method: str, url: str, index: int,
@@ -304,7 +253,7 @@ def _send(client: httpx.Client, method: str, url: str, index: int,
     except httpx.HTTPError as exc:
         end = time.perf_counter()
         record = Record(index, request_id, start, end, status=None,
-                        error=_describe(exc), body=None)
+                        error=describe(exc), body=None)
         return record, isinstance(exc, _CONNECT_FAILURES)
     end = time.perf_counter()
     timing = parse_server_timing(", ".join(response.headers.get_list("server-timing")))
@@ -323,27 +272,10 @@ def _json_object(response: httpx.Response) -> dict | None:
     return body if isinstance(body, dict) else None
 
 
-def _describe(exc: Exception) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _new_address_per_request(run_tag: str) -> Callable[[int], dict]:
     def json_body(index: int) -> dict:
         return {"email": f"user{index}-{run_tag}@example.com"}
     return json_body
-
-
-def _progress_bar(n: int, label: str, progress: bool | None) -> tqdm:
-    return tqdm(
-        total=n,
-        desc=label or None,
-        unit="req",
-        mininterval=0.25,
-        file=sys.stderr,
-        delay=_PROGRESS_DELAY_SECONDS if progress is None else 0.0,
-        disable=progress is False,
-    )
 
 
 def _check_arguments(url: str, n: int, concurrency: int, timeout: float,
@@ -370,28 +302,13 @@ def _origin(url: str) -> str:
     return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}"
 
 
-def _split_outside_quotes(text: str, separator: str) -> list[str]:
-    """Split on ``separator``, except inside double-quoted strings."""
-    parts, current, quoted = [], [], False
-    for char in text:
-        if char == '"':
-            quoted = not quoted
-        if char == separator and not quoted:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
-
-
 def _duration_ms(params: list[str]) -> float | None:
     for param in params:
         key, _, value = param.partition("=")
         if key.strip().lower() != "dur":
             continue
         try:
-            duration = float(value.strip().strip('"'))
+            duration = float(value)
         except ValueError:
             return None
         return duration if math.isfinite(duration) and duration >= 0 else None

@@ -31,7 +31,6 @@ def execute_in_place(path: Path, timeout: int = 120) -> float:
     start = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - start
-    notebook.metadata.pop("widgets", None)
     nbformat.write(notebook, path)
     return seconds
 

@@ -1,7 +1,7 @@
 """Figures of what a load run measured: how long clients waited, and why.
 
-Both functions return a :class:`~matplotlib.figure.Figure` and never show
-it: Jupyter's inline backend displays a figure made with ``plt.subplots``
+Every function returns a :class:`~matplotlib.figure.Figure` and never
+shows it: Jupyter's inline backend displays a figure made with ``plt.subplots``
 once, at the end of the cell.  Nothing here is random, so the same
 measurements always give the same picture.
 """
@@ -13,6 +13,7 @@ from itertools import cycle
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -32,7 +33,7 @@ FAILED_COLOUR = "tab:red"
 RUN_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown",
                "tab:pink", "tab:olive", "tab:cyan")
 #: The course's jobs keep their colour from one figure to the next.
-JOB_COLOURS = {"email": "tab:orange", "avatar": "tab:blue"}
+JOB_COLOURS = {"welcome_email": "tab:orange", "email": "tab:orange", "avatar": "tab:blue"}
 OTHER_JOB_COLOURS = ("tab:green", "tab:purple", "tab:brown", "tab:pink",
                      "tab:olive", "tab:cyan")
 
@@ -82,68 +83,149 @@ def plot_latency_distribution(results: Sequence[LoadResult], *, ax: Axes | None 
 
 
 def plot_timeline(result: LoadResult, spans: Sequence[JobSpan] = (), *,
-                  ax: Axes | None = None, title: str | None = None) -> Figure:
+                  ax: Axes | None = None, title: str | None = None,
+                  xmax: float | None = None) -> Figure:
     """One row per request: a grey bar while the client waits, jobs in colour.
 
-    Rows are in the order the requests were sent, first at the top; time is
-    counted from the start of the run.  A job drawn past the end of its grey
-    bar ran after the client already had its answer.  Failed requests and
-    failed jobs get a red cross where they ended.
+    Rows are in the order the server began serving the requests, first at
+    the top: by the start of a request's earliest job, or, for a request
+    without jobs, by when it was answered.  Time is counted from the start
+    of the run, up to ``xmax`` seconds if given (give several figures the
+    same ``xmax`` to compare them), else up to the last thing drawn.  A job
+    drawn past the end of its grey bar ran after the client already had its
+    answer.  Failed requests and failed jobs get a red cross where they
+    ended.  Spans need only ``request_id``, ``name``, ``start``, ``end``
+    (``perf_counter()`` readings) and ``ok``.
     """
-    records = sorted(result.records, key=lambda record: (record.start, record.index))
+    _check_xmax(xmax)
+    spans = list(spans)
+    rows = len(result.records)
+    fig, ax, created = _figure_and_axes(ax, (WIDE[0], 4.0 if rows <= 24 else 5.0))
+    handles = _draw_timeline(ax, result, spans, _job_colours(span.name for span in spans),
+                             labelled_rows=20)
+    ax.set_xlim(0, xmax or _timeline_end(result, spans))
+    ax.set_xlabel("seconds since the run started")
+    ax.set_ylabel("request, in the order served")
+    ax.set_title(title if title is not None else _timeline_title(result))
+    ax.legend(handles=list(handles.values()), loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              frameon=False, fontsize="small")
+    if created:
+        fig.tight_layout()
+    return fig
+
+
+def plot_timelines(runs: Sequence[LoadResult | tuple[LoadResult, Sequence[JobSpan]]],
+                   titles: Sequence[str] | None = None, *, xmax: float | None = None,
+                   title: str | None = None) -> Figure:
+    """Several runs' timelines stacked in one figure, on one shared time axis.
+
+    ``runs`` holds ``(result, spans)`` pairs (or bare results, without
+    jobs).  Each panel is drawn as :func:`plot_timeline` draws it; the time
+    axis is common to all, up to ``xmax`` or to the end of the longest run,
+    so a run that took three times as long looks three times as long.
+    ``titles`` names the panels (default: each run's label); ``title``
+    goes above them all.
+    """
+    _check_xmax(xmax)
+    pairs = [(run[0], list(run[1])) if isinstance(run, tuple) else (run, []) for run in runs]
+    if not pairs:
+        raise ValueError("plot_timelines needs at least one run")
+    if titles is not None and len(titles) != len(pairs):
+        raise ValueError(f"{len(pairs)} runs but {len(titles)} titles: give one title per run")
+    heights = [min(max(1.3, 0.6 + 0.08 * len(result.records)), 2.6) for result, _ in pairs]
+    fig, axes = plt.subplots(len(pairs), 1, sharex=True, squeeze=False, dpi=DPI,
+                             figsize=(WIDE[0], sum(heights) + (1.2 if title else 0.9)),
+                             gridspec_kw={"height_ratios": heights}, layout="constrained")
+    axes = list(axes[:, 0])
+    colours = _job_colours(span.name for _, spans in pairs for span in spans)
+    handles: dict[str, Artist] = {}
+    for number, (ax, (result, spans)) in enumerate(zip(axes, pairs)):
+        handles |= _draw_timeline(ax, result, spans, colours, labelled_rows=12)
+        ax.set_title(titles[number] if titles is not None else _run_name(result, number),
+                     loc="left", fontsize="medium")
+    axes[0].set_xlim(0, xmax or max(_timeline_end(result, spans) for result, spans in pairs))
+    axes[-1].set_xlabel("seconds since the run started")
+    fig.supylabel("request, in the order served", fontsize="medium")
+    if title:
+        fig.suptitle(title)
+    failed = handles.pop("failed", None)  # last in the legend, whichever run failed first
+    axes[0].legend(handles=[*handles.values(), *([failed] if failed else [])], loc="upper left",
+                   bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
+    return fig
+
+
+def _draw_timeline(ax: Axes, result: LoadResult, spans: Iterable[JobSpan],
+                   colours: dict[str, str], *, labelled_rows: int) -> dict[str, Artist]:
+    """Draw one run's rows into ``ax``; return its legend entries by label."""
+    own_spans: dict[str, list[JobSpan]] = {}
+    for span in spans:
+        own_spans.setdefault(span.request_id, []).append(span)
+    records = _in_order_served(result.records, own_spans)
     row_of = {record.request_id: row for row, record in enumerate(records, start=1)}
-    own_spans = sorted((span for span in spans if span.request_id in row_of),
-                       key=lambda span: (span.start, span.name))
+    drawn = sorted((span for record in records for span in own_spans.get(record.request_id, ())),
+                   key=lambda span: (span.start, span.name))
     many = len(records) > MANY_REQUESTS
-    fig, ax, created = _figure_and_axes(ax, (WIDE[0], 4.0 if len(records) <= 24 else 5.0))
     t0 = result.started
 
     ax.barh(list(row_of.values()), [record.latency for record in records],
             left=[record.start - t0 for record in records],
             height=0.9 if many else 0.8, color=WAITING_COLOUR, linewidth=0, zorder=2)
-    handles = [Patch(facecolor=WAITING_COLOUR, label="waiting for the answer")]
+    handles: dict[str, Artist] = {
+        "waiting": Patch(facecolor=WAITING_COLOUR, label="waiting for the answer")}
 
-    colours = _job_colours(span.name for span in own_spans)
-    for name, colour in colours.items():
-        named = [span for span in own_spans if span.name == name]
+    for name in dict.fromkeys(span.name for span in drawn):
+        named = [span for span in drawn if span.name == name]
         ax.barh([row_of[span.request_id] for span in named],
-                [span.seconds for span in named],
+                [span.end - span.start for span in named],
                 left=[span.start - t0 for span in named],
-                height=0.5 if many else 0.36, color=colour, linewidth=0, zorder=3)
-        handles.append(Patch(facecolor=colour, label=f"{name} job"))
+                height=0.5 if many else 0.36, color=colours[name], linewidth=0, zorder=3)
+        handles[f"job {name}"] = Patch(facecolor=colours[name],
+                              label=f"{name.replace('_', ' ')} job")
 
     failures = [(record.end - t0, row_of[record.request_id])
                 for record in records if _failed(record)]
-    failures += [(span.end - t0, row_of[span.request_id])
-                 for span in own_spans if not span.ok]
+    failures += [(span.end - t0, row_of[span.request_id]) for span in drawn if not span.ok]
     if failures:
         ax.scatter([x for x, _ in failures], [y for _, y in failures], marker="x",
                    s=12 if many else 30, linewidths=1.2 if many else 1.8,
                    color=FAILED_COLOUR, zorder=4)
-        handles.append(Line2D([], [], marker="x", linestyle="none", color=FAILED_COLOUR,
-                              markersize=6, markeredgewidth=1.8, label="failed"))
+        handles["failed"] = Line2D([], [], marker="x", linestyle="none", color=FAILED_COLOUR,
+                                   markersize=6, markeredgewidth=1.8, label="failed")
 
-    last = max([record.end for record in records] + [span.end for span in own_spans],
-               default=t0 + 1.0)
-    ax.set_xlim(0, (last - t0) * 1.03 or 1.0)
-    ax.set_ylim(len(records) + 0.7, 0.3)  # first request at the top
-    if len(records) <= 20:
+    ax.set_ylim(len(records) + 0.7, 0.3)  # first served at the top
+    if len(records) <= labelled_rows:
         ax.set_yticks(range(1, len(records) + 1))
     else:
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=8, integer=True, min_n_ticks=2))
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=6, integer=True, min_n_ticks=2))
     ax.tick_params(axis="y", length=0, labelsize="small")
-    ax.set_xlabel("seconds since the run started")
-    ax.set_ylabel("request, in the order sent")
-    ax.set_title(title if title is not None else _timeline_title(result))
     ax.grid(True, axis="x", color="#e6e6e6", linewidth=0.8)
     ax.set_axisbelow(True)
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-              frameon=False, fontsize="small")
-    if created:
-        fig.tight_layout()
-    return fig
+    return handles
+
+
+def _in_order_served(records: Iterable[Record],
+                     spans_of: dict[str, list[JobSpan]]) -> list[Record]:
+    """Records by when the server began serving them: their earliest job, else their answer."""
+    def served(record: Record) -> tuple[float, int]:
+        own = spans_of.get(record.request_id)
+        return (min(span.start for span in own) if own else record.end, record.index)
+    return sorted(records, key=served)
+
+
+def _timeline_end(result: LoadResult, spans: Iterable[JobSpan]) -> float:
+    """Seconds from the run's start to the last thing drawn, plus a margin."""
+    ids = {record.request_id for record in result.records}
+    last = max([record.end for record in result.records]
+               + [span.end for span in spans if span.request_id in ids],
+               default=result.started + 1.0)
+    return (last - result.started) * 1.03 or 1.0
+
+
+def _check_xmax(xmax: float | None) -> None:
+    if xmax is not None and not (isinstance(xmax, (int, float)) and 0 < xmax < float("inf")):
+        raise ValueError(f"xmax must be a number of seconds > 0, got {xmax!r}")
 
 
 def _draw_cumulative(ax: Axes, result: LoadResult, name: str, colour: str) -> None:

@@ -77,8 +77,12 @@ def start_child(
         )
 
     if threading.current_thread() is threading.main_thread():
-        return launch()
-    return _launcher.submit(launch).result()
+        child = launch()
+    else:
+        child = _launcher.submit(launch).result()
+    if new_group:
+        child._leads_group = True  # type: ignore[attr-defined]  # read by stop_tree
+    return child
 
 
 def stop_tree(process: subprocess.Popen[Any] | int, timeout: float = 5.0) -> None:
@@ -92,7 +96,10 @@ def stop_tree(process: subprocess.Popen[Any] | int, timeout: float = 5.0) -> Non
     if pid in (os.getpid(), 0) or pid < 0:
         raise ValueError(f"stop_tree({pid}) would stop this process or its group")
     reaped = isinstance(process, subprocess.Popen) and process.poll() is not None
-    group = _group_of(pid, leader_gone=reaped)
+    if reaped:  # its pid may be reused: trust only what start_child recorded
+        group = pid if getattr(process, "_leads_group", False) and pid != _our_group() else None
+    else:
+        group = _group_of(pid)
     targets = _members(group) + ([] if reaped else _tree(pid))
     _signal_all(targets, group, signal.SIGTERM)
     left = _wait_gone(targets, process, time.monotonic() + timeout)
@@ -157,20 +164,18 @@ def _tree(pid: int) -> list[psutil.Process]:
     return [root, *_descendants(root)]
 
 
-def _group_of(pid: int, *, leader_gone: bool) -> int | None:
-    """The process group ``pid`` leads, if it is not ours; else None.
-
-    Linux never hands out a pid that still names a group, so once the leader
-    is reaped, a group numbered ``pid`` can only be the one it created.
-    """
-    if not hasattr(os, "getpgid") or pid == os.getpgrp():
+def _group_of(pid: int) -> int | None:
+    """The process group the running ``pid`` leads, if it is not ours; else None."""
+    if not hasattr(os, "getpgid") or pid == _our_group():
         return None
-    if leader_gone:
-        return pid
     try:
         return pid if os.getpgid(pid) == pid else None
     except (ProcessLookupError, PermissionError):
         return None
+
+
+def _our_group() -> int | None:
+    return os.getpgrp() if hasattr(os, "getpgrp") else None
 
 
 def _members(group: int | None) -> list[psutil.Process]:

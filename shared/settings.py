@@ -16,7 +16,7 @@ PREFIX = "DEFER_"
 
 @dataclass(frozen=True)
 class Settings:
-    """Where the mail provider, the store and Redis are, and how big avatars get."""
+    """Where the mail provider, the store and Redis are, and how big (how costly) avatars get."""
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025
@@ -24,6 +24,7 @@ class Settings:
     store_path: str = ""
     redis_url: str = ""
     avatar_size: int = 128
+    avatar_canvas: int = 2200  # pixels drawn before the thumbnail: the avatar's CPU cost
 
     def to_env(self) -> dict[str, str]:
         """``{"DEFER_SMTP_HOST": "127.0.0.1", ...}``: add to a child's environment."""

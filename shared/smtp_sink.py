@@ -4,12 +4,20 @@ Real email providers often take hundreds of milliseconds to accept a message.
 The sink waits ``delay`` seconds before it answers ``250 OK`` to the message
 data, so code that sends email sees that cost for real, over a real SMTP
 conversation on loopback. What arrives is kept in :attr:`SmtpSink.inbox`.
+
+A provider also says "not now" at times. ``refuse=`` takes a policy, a
+function of each :class:`Attempt` that returns True to refuse it with a
+temporary error (``451``, which ``smtplib`` raises as ``SMTPDataError``):
+:func:`refuse_first` refuses each address's first tries, :func:`refuse_share`
+a random share of all attempts. :attr:`SmtpSink.attempts` lists every
+attempt, refused or not, with when it began.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -32,11 +40,55 @@ class Delivered:
     received_at: float  # time.time()
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One message a client tried to hand over, refused or not."""
+
+    number: int  # counted from 1 over the sink's life
+    recipients: tuple[str, ...]
+    tries: int  # attempts for these same recipients so far, this one included
+    started_at: float  # time.time() when the message data arrived
+    refused: bool = False
+
+
+RefusalPolicy = Callable[[Attempt], bool]
+REFUSAL = "451 4.3.0 Try again later: the provider is busy"
+
+
+def refuse_first(k: int, *, per_recipient: bool = True) -> RefusalPolicy:
+    """Refuse the first ``k`` attempts for each address (or, ``per_recipient=False``,
+    the sink's first ``k`` attempts in all); accept every later one."""
+    if not isinstance(k, int) or k < 0:
+        raise ValueError(f"k must be a whole number >= 0, got {k!r}")
+
+    def refuses(attempt: Attempt) -> bool:
+        return (attempt.tries if per_recipient else attempt.number) <= k
+
+    refuses.__name__ = f"refuse_first({k})"
+    return refuses
+
+
+def refuse_share(share: float, *, seed: int = 0) -> RefusalPolicy:
+    """Refuse each attempt with probability ``share``, from a seeded random source."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be between 0 and 1, got {share!r}")
+    rng, lock = random.Random(seed), threading.Lock()
+
+    def refuses(attempt: Attempt) -> bool:
+        with lock:
+            return rng.random() < share
+
+    refuses.__name__ = f"refuse_share({share:g})"
+    return refuses
+
+
 class _SlowHandler:
     def __init__(self, sink: "SmtpSink") -> None:
         self._sink = sink
 
     async def handle_DATA(self, server, session, envelope) -> str:
+        if self._sink._attempt(tuple(envelope.rcpt_tos)).refused:
+            return REFUSAL
         await asyncio.sleep(self._sink.delay)
         message = message_from_bytes(envelope.original_content, policy=policy.default)
         body = message.get_body(preferencelist=("plain",))
@@ -61,13 +113,19 @@ class SmtpSink:
     host = "127.0.0.1"
 
     def __init__(self, delay: float = 0.5, port: int = 0,
-                 on_delivery: Callable[[Delivered], None] | None = None) -> None:
+                 on_delivery: Callable[[Delivered], None] | None = None,
+                 refuse: RefusalPolicy | None = None) -> None:
         if delay < 0:
             raise ValueError(f"delay must be >= 0 seconds, got {delay}")
+        if refuse is not None and not callable(refuse):
+            raise ValueError("refuse must be a function of an Attempt, such as refuse_first(2)")
         self.delay = delay
         self.port = port
         self.on_delivery = on_delivery
+        self.refuse = refuse
         self._inbox: list[Delivered] = []
+        self._attempts: list[Attempt] = []
+        self._tries: dict[tuple[str, ...], int] = {}
         self._lock = threading.Lock()
         self._controller: Controller | None = None
 
@@ -77,9 +135,27 @@ class SmtpSink:
         with self._lock:
             return list(self._inbox)
 
+    @property
+    def attempts(self) -> list[Attempt]:
+        """A copy of every attempt so far (delivered, refused or in progress), oldest first."""
+        with self._lock:
+            return list(self._attempts)
+
     def clear(self) -> None:
+        """Forget what arrived and every attempt (the refusal counts start again)."""
         with self._lock:
             self._inbox.clear()
+            self._attempts.clear()
+            self._tries.clear()
+
+    def _attempt(self, recipients: tuple[str, ...]) -> Attempt:
+        with self._lock:  # the policy runs under the lock too: numbers never repeat
+            tries = self._tries[recipients] = self._tries.get(recipients, 0) + 1
+            attempt = Attempt(len(self._attempts) + 1, recipients, tries, time.time())
+            if self.refuse is not None and self.refuse(attempt):
+                attempt = Attempt(attempt.number, recipients, tries, attempt.started_at, True)
+            self._attempts.append(attempt)
+        return attempt
 
     @property
     def running(self) -> bool:
@@ -127,7 +203,8 @@ class SmtpSink:
 
     def __repr__(self) -> str:
         state = f"{self.host}:{self.port}" if self.running else "stopped"
-        return f"<SmtpSink {state} delay={self.delay}s inbox={len(self.inbox)}>"
+        refuse = f" refuse={getattr(self.refuse, '__name__', 'custom')}" if self.refuse else ""
+        return f"<SmtpSink {state} delay={self.delay}s{refuse} inbox={len(self.inbox)}>"
 
 
 def _close_loop(controller: Controller) -> None:

@@ -205,6 +205,12 @@ class Store:
                 raise AccountExists(email) from None
             self._insert_jobs(db, jobs)
 
+    def forget_signup(self, email: str, job_ids: Iterable[str]) -> None:
+        """Undo a signup whose jobs were refused: delete the account and those jobs."""
+        with self._write() as db:
+            db.execute("DELETE FROM accounts WHERE email = ?", (email,))
+            db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id in job_ids])
+
     def account(self, email: str) -> Account | None:
         row = self._db().execute(
             "SELECT email, created_at, welcomed, avatar IS NOT NULL FROM accounts WHERE email = ?",

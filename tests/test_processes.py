@@ -118,6 +118,21 @@ def test_stop_tree_takes_a_pid_and_reaps_it():
     child.returncode = -signal.SIGTERM  # Popen cannot know: tell it, so it does not wait
 
 
+@linux_only
+def test_stop_tree_reaches_the_group_after_its_leader_is_gone():
+    # The leader exits at once; its child, same group, is reparented away from us.
+    script = ("import subprocess\n"
+              "member = subprocess.Popen(['sleep', '60'], stdout=subprocess.DEVNULL)\n"
+              "print(member.pid, flush=True)\n")
+    leader = start_child([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    member = int(leader.stdout.readline())
+    leader.stdout.close()
+    leader.wait(10)
+    assert running(member) and member not in {p.pid for p in psutil.Process().children(recursive=True)}
+    stop_tree(leader, timeout=5)
+    wait_until(lambda: not running(member), "the group member to die")
+
+
 def test_stop_tree_refuses_to_stop_this_process():
     with pytest.raises(ValueError, match="would stop this process"):
         stop_tree(os.getpid())

@@ -18,13 +18,20 @@ from shared.redis_queue import RedisQueue, reap
 from shared.redis_queue.demo import kill_mid_job, kill_on_delivery, lost, wait_for
 from shared.redis_queue.pickle_demo import crafted_payload
 from shared.redis_queue.pool import WorkerPool
-from shared.redis_server import redis_url
+from shared.redis_server import redis_url, stop_embedded
 from shared.settings import Settings
 from shared.smtp_sink import SmtpSink
 from shared.store import Store
 
 DEADLINE = 30.0
 TTL = 1.0  # short heartbeats keep these tests quick
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_redis_left_behind():
+    """The tests may start an embedded Redis: stop it before the leftover check."""
+    yield
+    stop_embedded()
 
 
 @pytest.fixture

@@ -102,3 +102,13 @@ def test_remove_deletes_the_fresh_store_and_is_idempotent():
     assert not store.path.exists()
     with pytest.raises(RuntimeError, match="closed"):
         store.account("ada@example.com")
+
+
+def test_forget_signup_removes_the_account_and_only_its_jobs(store):
+    kept, dropped = new_jobs("kept@example.com", "r1"), new_jobs("gone@example.com", "r2")
+    store.create_account("kept@example.com", kept)
+    store.create_account("gone@example.com", dropped)
+    store.forget_signup("gone@example.com", [job.id for job in dropped])
+    assert store.account("gone@example.com") is None
+    assert [job.id for job in store.jobs()] == [job.id for job in kept]
+    store.create_account("gone@example.com", [])  # the address is free again

@@ -2,8 +2,9 @@
 
 In a notebook: ``from shared.grading import check`` then ``check("percentile")``
 under the exercise cell. From a terminal: ``python -m shared.grading [DIR]``.
-Each exercise runs in a child process of its own (see ``runner``), so a
-learner's loop, ``sys.exit`` or ``os._exit`` fails that exercise only.
+Each exercise runs in child processes of its own (see ``runner``), so a
+learner's loop, ``sys.exit`` or ``os._exit`` fails that exercise only, and
+nothing the learner's code started outlives the grading.
 """
 
 from shared.grading.exercise import Exercise, Result

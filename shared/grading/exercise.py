@@ -14,13 +14,17 @@ class Exercise:
 
     ``test`` receives the namespace left by running the learner's cell and
     raises ``AssertionError("one-line reason")`` when the answer is wrong.
-    ``timeout`` (seconds) bounds running the cell and the test together.
+    ``timeout`` (seconds) bounds running the cell and the test together,
+    counted from the moment the cell starts (not Python's startup).
+    ``waits_for`` says what the test waits for, if it waits (e.g. "the
+    worker to send 3 emails"): a time-out message then names it.
     """
 
     name: str
     points: int
     test: Test
     timeout: float = 10.0
+    waits_for: str = ""
 
 
 @dataclass(frozen=True)

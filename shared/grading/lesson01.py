@@ -19,17 +19,21 @@ FIVE = [15, 20, 35, 40, 50]
 HAND_EXAMPLES = [(FIVE, 30, 20), (FIVE, 40, 20), (FIVE, 50, 35), (FIVE, 100, 50),
                  (FIVE, 5, 15), ([50, 15, 40, 20, 35], 40, 20), ([50, 15, 40, 20, 35], 90, 50)]
 SINGLE = [([7], q, 7) for q in (0.5, 1, 50, 99.9, 100)]
+# q / 100 * n rounds in floating point: 28 / 100 * 25 is 7.000000000000001, rank 8.
+# The exact rank ceil(q x n / 100) is 7. Values n..1, so the answer is the rank.
+FLOAT_TRAPS = [(list(range(n, 0, -1)), q, _rank)
+               for q, n, _rank in [(28, 25, 7), (56, 25, 14), (14, 50, 7), (7, 100, 7), (55, 100, 55)]]
 
 
 def test_percentile(ns: dict[str, Any]) -> None:
     percentile = function(ns, "percentile")
-    for values, q, expected in HAND_EXAMPLES + SINGLE + _random_cases():
+    for values, q, expected in HAND_EXAMPLES + SINGLE + FLOAT_TRAPS + _random_cases():
         got = call(percentile, list(values), q)
-        if not _one_of(got, _acceptable(values, q)):
+        if not _equal(got, expected):
             raise AssertionError(
                 f"{call_text('percentile', values, q)} returned {got!r}, expected {expected!r} "
                 f"(nearest rank: ceil({_fraction(q)} x {len(values)}) = "
-                f"{_ordinal(_exact_rank(q, len(values)))} smallest)")
+                f"{_ordinal(_exact_rank(q, len(values)))} smallest){_float_hint(values, q, got)}")
     values, copy = [50, 15, 40, 20, 35], [50, 15, 40, 20, 35]
     call(percentile, values, 50)
     if values != copy:
@@ -57,16 +61,19 @@ def _exact_rank(q: float, n: int) -> int:
     return math.ceil(Fraction(str(q)) * n / 100)
 
 
-def _acceptable(values: list[float], q: float) -> set[float]:
-    """Answers at the exact rank, or at the rank float rounding of q / 100 * n gives."""
-    ranked = sorted(values)
-    ranks = {_exact_rank(q, len(values)), math.ceil(q / 100 * len(values))}
-    return {ranked[r - 1] for r in ranks if 1 <= r <= len(ranked)}
+def _float_hint(values: list[float], q: float, got: Any) -> str:
+    """A hint when the answer sits at the rank float rounding of q / 100 * n gives."""
+    n = len(values)
+    rounded = math.ceil(q / 100 * n)
+    if rounded == _exact_rank(q, n) or not 1 <= rounded <= n or not _equal(got, sorted(values)[rounded - 1]):
+        return ""
+    return (f"; q / 100 * n is {q / 100 * n!r} in floating point: "
+            "multiply before you divide, q * n / 100")
 
 
-def _one_of(got: Any, answers: set[float]) -> bool:
+def _equal(got: Any, expected: float) -> bool:
     try:
-        return any(bool(got == answer) for answer in answers)
+        return bool(got == expected)
     except Exception:  # e.g. an array, whose truth value is ambiguous
         return False
 
@@ -135,12 +142,21 @@ def test_signup_validation(ns: dict[str, Any]) -> None:
                     hint=f"{LIMIT} bytes is the limit, not over it")
     for body, content_type, status, hint in _bad_requests():
         _expect_error(client, body, content_type, status, hint)
+    for method, url, status, hint in [("GET", "/signup", 405, "only POST is allowed on /signup"),
+                                      ("PUT", "/signup", 405, "only POST is allowed on /signup"),
+                                      ("GET", "/no-such-page", 404, "no route for this URL"),
+                                      ("POST", "/signups", 404, "no route for this URL")]:
+        request = f"{method} {url}"
+        response = _send(client, request, lambda: client.open(url, method=method))
+        _check_error(response, request, status, hint)
 
 
 def _bad_requests() -> list[tuple[bytes, str | None, int, str]]:
     good = b'{"email": "ada@example.com"}'
     cases: list[tuple[bytes, str | None, int, str]] = [
         (good, "text/plain", 415, ""),
+        (good, "application/problem+json", 415, "only application/json itself is accepted, "
+                                                "not another +json type (request.is_json lets it through)"),
         (good, None, 415, ""),
         (b"email=ada%40example.com", "application/x-www-form-urlencoded", 415, ""),
         (_padded_body(LIMIT + 1), JSON, 413, ""),
@@ -168,13 +184,17 @@ def _padded_body(size: int) -> bytes:
 
 
 def _post(client: Any, body: bytes, content_type: str | None) -> Any:
+    return _send(client, _request_text(body, content_type),
+                 lambda: client.post("/signup", data=body, content_type=content_type))
+
+
+def _send(client: Any, request: str, send: Any) -> Any:
     try:
-        return client.post("/signup", data=body, content_type=content_type)
+        return send()
     except NotImplementedError:
         raise
     except Exception as exc:
-        raise AssertionError(f"{_request_text(body, content_type)} raised {describe(exc)} "
-                             "(a server would answer 500)") from None
+        raise AssertionError(f"{request} raised {describe(exc)} (a server would answer 500)") from None
 
 
 def _expect_created(client: Any, body: bytes, content_type: str, email: str, hint: str = "") -> None:
@@ -189,8 +209,10 @@ def _expect_created(client: Any, body: bytes, content_type: str, email: str, hin
 
 
 def _expect_error(client: Any, body: bytes, content_type: str | None, status: int, hint: str) -> None:
-    response = _post(client, body, content_type)
-    request = _request_text(body, content_type)
+    _check_error(_post(client, body, content_type), _request_text(body, content_type), status, hint)
+
+
+def _check_error(response: Any, request: str, status: int, hint: str) -> None:
     if response.status_code != status:
         raise AssertionError(f"{request} answered {response.status_code}, expected {status}{_paren(hint)}")
     answer = response.get_json(silent=True)

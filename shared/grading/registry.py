@@ -14,7 +14,10 @@ from shared.grading.exercise import Exercise
 
 LESSONS: dict[str, str] = {
     "01_": "shared.grading.lesson01",
+    "02_": "shared.grading.lesson02",
     "03_": "shared.grading.lesson03",
+    "05_": "shared.grading.lesson05",
+    "06_": "shared.grading.lesson06",
 }
 
 

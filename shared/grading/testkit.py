@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from shared.errors import describe
+
+__all__ = ["call", "call_text", "describe", "expect_raises", "function"]
+
 MAX_ARG_CHARS = 120
 
 
@@ -61,12 +65,6 @@ def expect_raises(exc_type: type[Exception], why: str, fn: Callable[..., Any],
         raise AssertionError(
             f"{text} raised {describe(exc)}, expected {exc_type.__name__} ({why})") from None
     raise AssertionError(f"{text} returned {_short_repr(returned)}, expected {exc_type.__name__} ({why})")
-
-
-def describe(exc: BaseException) -> str:
-    """``ValueError: bad input``, or just the type when there is no message."""
-    message = str(exc)
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _name(fn: Callable[..., Any]) -> str:

@@ -8,15 +8,19 @@ parts its runner ``needs``.
 from __future__ import annotations
 
 from shared.modes.bare import NoJobs
-from shared.modes.base import Closed, Runner
+from shared.modes.base import Closed, QueueFull, Runner
 from shared.modes.fire_and_forget import FireAndForget
 from shared.modes.inline import Inline
 from shared.modes.redis_queue import RedisQueueRunner
+from shared.modes.retrying import Retrying
+from shared.modes.thread_pool import ThreadQueue
 
 MODES: dict[str, type[Runner]] = {
     "bare": NoJobs,
     "blocking": Inline,
     "nowait": FireAndForget,
+    "thread-queue": ThreadQueue,
+    "retrying": Retrying,
     "redis-queue": RedisQueueRunner,
 }
 
@@ -29,4 +33,4 @@ def runner_class(mode: str) -> type[Runner]:
         raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}") from None
 
 
-__all__ = ["MODES", "Closed", "Runner", "runner_class"]
+__all__ = ["MODES", "Closed", "QueueFull", "Runner", "runner_class"]

@@ -13,6 +13,18 @@ from shared.store import JobStatus, Store
 POLL_SECONDS = 0.02
 
 
+class QueueFull(Exception):
+    """The runner cannot take more jobs now; the client should retry later.
+
+    The app answers ``503 Service Unavailable`` with a ``Retry-After`` header of
+    ``retry_after`` seconds, and the signup is undone, so that retry can succeed.
+    """
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True)
 class Closed:
     """What :meth:`Runner.close` left behind: jobs queued or running at its deadline."""
@@ -72,6 +84,12 @@ class Runner:
     def submit(self, job: Job) -> None:
         """Take ``job`` (already recorded as queued in the store) and run it, some time."""
         raise NotImplementedError
+
+    def submit_all(self, jobs: list[Job]) -> None:
+        """Take one signup's jobs. A runner with a bounded queue takes all of them or,
+        raising :class:`QueueFull`, none; by default each job is submitted in turn."""
+        for job in jobs:
+            self.submit(job)
 
     def status(self, job_id: str) -> JobStatus | None:
         """Where the job is now: by default, what the store says."""

@@ -1,0 +1,373 @@
+"""Exercises of lesson 02, a thread queue by hand.
+
+Each test runs the learner's code against real threads. Every wait has its
+own deadline and says what it waited for; the child process that runs the
+test is killed at the exercise's timeout, so a hanging answer fails only
+its own exercise.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import statistics
+import threading
+import time
+from typing import Any
+
+from shared.grading.exercise import Exercise
+from shared.grading.testkit import call, describe, expect_raises, function
+
+NOTEBOOK_PREFIX = "02_"
+DEADLINE = 5.0
+
+
+def _wait_for(what: str, predicate, deadline: float = DEADLINE) -> None:
+    end = time.monotonic() + deadline
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"waited {deadline:g} s for {what}")
+        time.sleep(0.005)
+
+
+def _threads() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate() if thread.is_alive()}
+
+
+def _in_thread(target, *args) -> tuple[threading.Thread, dict[str, Any]]:
+    """Run ``target(*args)`` in a daemon thread; its result or exception lands in the dict."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = target(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def _joined(thread: threading.Thread, box: dict[str, Any], what: str) -> Any:
+    thread.join(DEADLINE)
+    if thread.is_alive():
+        raise AssertionError(f"{what} did not return within {DEADLINE:g} s")
+    if "error" in box:
+        error = box["error"]
+        if isinstance(error, NotImplementedError):
+            raise error
+        raise AssertionError(f"{what} raised {describe(error)}")
+    return box.get("result")
+
+
+# -- worker_pool ---------------------------------------------------------------
+
+def test_worker_pool(ns: dict[str, Any]) -> None:
+    pool_class = function(ns, "WorkerPool")
+    _starts_its_workers_and_bounds_concurrency(pool_class)
+    _runs_in_order_with_one_worker(pool_class)
+    _drains_everything_then_stops(pool_class)
+    _survives_a_failing_task(pool_class)
+    _hands_back_the_queued_tasks_without_drain(pool_class)
+
+
+def _starts_its_workers_and_bounds_concurrency(pool_class) -> None:
+    before = _threads()
+    pool = call(pool_class, 3)
+    started = _threads() - before
+    if len(started) != 3:
+        raise AssertionError(f"WorkerPool(3) started {len(started)} threads, expected 3 worker "
+                             "threads started in __init__")
+    lock, running, most, release = threading.Lock(), [0], [0], threading.Event()
+
+    def task() -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        release.wait(DEADLINE)
+        with lock:
+            running[0] -= 1
+
+    for _ in range(9):
+        call(pool.submit, task)
+    _wait_for("3 tasks to run at once on WorkerPool(3) (are the workers taking tasks?)",
+              lambda: most[0] >= 3)
+    time.sleep(0.1)  # room for a 4th to start, if the pool let it
+    if most[0] > 3:
+        raise AssertionError(f"WorkerPool(3) ran {most[0]} tasks at once: at most 3 workers may run")
+    release.set()
+    for _ in range(3):  # still busy when shutdown() is called: only a join waits for these
+        call(pool.submit, time.sleep, 1.0)
+    thread, box = _in_thread(pool.shutdown)
+    _joined(thread, box, "shutdown() after 12 tasks")
+    if _threads() - before:
+        raise AssertionError("shutdown() returned, but worker threads are still alive: "
+                             "join them before returning")
+
+
+def _runs_in_order_with_one_worker(pool_class) -> None:
+    pool, seen = call(pool_class, 1), []
+    for n in range(20):
+        call(pool.submit, seen.append, n)
+    thread, box = _in_thread(pool.shutdown)
+    _joined(thread, box, "shutdown()")
+    if seen != list(range(20)):
+        raise AssertionError(f"WorkerPool(1) ran 20 tasks in the order {seen}, expected "
+                             "0..19: oldest first (a queue.Queue is first in, first out)")
+
+
+def _drains_everything_then_stops(pool_class) -> None:
+    pool, counts, lock = call(pool_class, 4), [0] * 50, threading.Lock()
+
+    def task(n: int) -> None:
+        time.sleep(0.002)
+        with lock:
+            counts[n] += 1
+
+    for n in range(50):
+        call(pool.submit, task, n)
+    thread, box = _in_thread(pool.shutdown, True)
+    left = _joined(thread, box, "shutdown(drain=True)")
+    if counts != [1] * 50:
+        missing = [n for n, count in enumerate(counts) if count != 1]
+        raise AssertionError(f"after shutdown(drain=True), tasks {missing[:5]} ran "
+                             f"{[counts[n] for n in missing[:5]]} times: each must run exactly once")
+    if left not in (None, []) and list(left) != []:
+        raise AssertionError(f"shutdown(drain=True) returned {left!r}, expected [] (nothing was left)")
+    try:
+        pool.submit(print, "too late")
+    except RuntimeError:
+        pass
+    except NotImplementedError:
+        raise
+    except Exception as exc:
+        raise AssertionError(f"submit() after shutdown raised {describe(exc)}, expected RuntimeError")
+    else:
+        raise AssertionError("submit() after shutdown() was accepted: raise RuntimeError instead")
+
+
+def _survives_a_failing_task(pool_class) -> None:
+    pool, seen = call(pool_class, 1), []
+
+    def broken() -> None:
+        raise ValueError("this task fails")
+
+    call(pool.submit, broken)
+    call(pool.submit, seen.append, "after")
+    _wait_for("the task after a failing one to run (does a failing task kill its worker?)",
+              lambda: seen == ["after"])
+    thread, box = _in_thread(pool.shutdown)
+    _joined(thread, box, "shutdown()")
+
+
+def _hands_back_the_queued_tasks_without_drain(pool_class) -> None:
+    before = _threads()
+    pool, started, go, ran = call(pool_class, 1), threading.Event(), threading.Event(), []
+
+    def blocker() -> None:
+        started.set()
+        go.wait(DEADLINE)
+
+    call(pool.submit, blocker)
+    _wait_for("the first task to start", started.is_set)
+    for n in range(5):
+        call(pool.submit, ran.append, n)
+    thread, box = _in_thread(pool.shutdown, False)
+    time.sleep(0.5)  # shutdown takes the queued tasks out while the worker is busy
+    go.set()
+    left = _joined(thread, box, "shutdown(drain=False)")
+    if ran:
+        raise AssertionError(f"shutdown(drain=False) still ran {len(ran)} queued task(s): take them "
+                             "out of the queue (get_nowait until queue.Empty) before stopping")
+    try:
+        handed_back = [tuple(task)[1:] for task in left]
+    except TypeError:
+        raise AssertionError(f"shutdown(drain=False) returned {left!r}, expected a list of the "
+                             "(fn, args) tasks it did not run") from None
+    if handed_back != [((n,),) for n in range(5)] and handed_back != [(n,) for n in range(5)]:
+        raise AssertionError(f"shutdown(drain=False) returned {left!r}: expected the 5 tasks it did "
+                             "not run, oldest first, each as (fn, args)")
+    if _threads() - before:
+        raise AssertionError("shutdown(drain=False) returned, but worker threads are still alive")
+
+
+# -- fair_priority_queue -------------------------------------------------------
+
+def test_fair_priority_queue(ns: dict[str, Any]) -> None:
+    queue_class = function(ns, "FairPriorityQueue")
+    line = call(queue_class)
+    for item, priority in [("a", 1), ("b", 0), ("c", 1), ("d", 0), ("e", 2), ("f", 0)]:
+        call(line.put, item, priority)
+    got = [call(line.get) for _ in range(6)]
+    if got != ["b", "d", "f", "a", "c", "e"]:
+        raise AssertionError(f"put a:1 b:0 c:1 d:0 e:2 f:0, then get() x6 gave {got}, expected "
+                             "['b', 'd', 'f', 'a', 'c', 'e']: lowest priority first, then oldest first")
+    line = call(queue_class)
+    for n in range(3):
+        call(line.put, {"job": n}, 5)  # dicts cannot be compared with <
+    got = [call(line.get) for _ in range(3)]
+    if got != [{"job": 0}, {"job": 1}, {"job": 2}]:
+        raise AssertionError(f"three dicts at equal priority came out as {got}: keep arrival order "
+                             "(a sequence number) so items themselves are never compared")
+    _get_gives_up_after_its_timeout(line)
+    _get_waits_for_a_put(queue_class)
+    _many_producers(queue_class)
+
+
+def _get_gives_up_after_its_timeout(line) -> None:
+    thread, box = _in_thread(lambda: line.get(timeout=0.05))
+    thread.join(DEADLINE)
+    if thread.is_alive():
+        raise AssertionError(f"get(timeout=0.05) on an empty queue was still waiting after "
+                             f"{DEADLINE:g} s: give up after timeout seconds")
+    error = box.get("error")
+    if isinstance(error, NotImplementedError):
+        raise error
+    if not isinstance(error, queue.Empty):
+        got = f"raised {describe(error)}" if error else f"returned {box.get('result')!r}"
+        raise AssertionError(f"get(timeout=0.05) on an empty queue {got}, expected queue.Empty")
+
+
+def _get_waits_for_a_put(queue_class) -> None:
+    line = call(queue_class)
+    thread, box = _in_thread(line.get)
+    time.sleep(0.1)
+    if not thread.is_alive():
+        raise AssertionError(f"get() on an empty queue returned {box.get('result', box.get('error'))!r} "
+                             "at once: it must wait for an item")
+    call(line.put, "late", 3)
+    if _joined(thread, box, "get() waiting on an empty queue") != "late":
+        raise AssertionError(f"get() waiting on an empty queue returned {box.get('result')!r}, expected 'late'")
+
+
+def _many_producers(queue_class) -> None:
+    line, rng = call(queue_class), random.Random(2)
+    plans = [[(f"p{p}-{n}", rng.randint(0, 3)) for n in range(200)] for p in range(4)]
+
+    def produce(plan) -> None:
+        for item, priority in plan:
+            line.put(item, priority)
+
+    producers = [_in_thread(produce, plan) for plan in plans]
+    for thread, box in producers:
+        _joined(thread, box, "put() from 4 threads at once")
+    got = []
+    for _ in range(800):
+        try:
+            got.append(line.get(timeout=1))
+        except queue.Empty:
+            raise AssertionError(f"4 threads put 800 items, but get() found only {len(got)}: "
+                                 "is put() thread-safe?") from None
+    priority_of = {item: priority for plan in plans for item, priority in plan}
+    priorities = [priority_of.get(item) for item in got]
+    if priorities != sorted(priorities, key=lambda p: (p is None, p)):
+        raise AssertionError("after 4 threads put 800 items, get() did not return them lowest "
+                             "priority first")
+    for p, plan in enumerate(plans):
+        for level in range(4):
+            mine = [item for item in got if item.startswith(f"p{p}-") and priority_of[item] == level]
+            wanted = [item for item, priority in plan if priority == level]
+            if mine != wanted:
+                raise AssertionError(f"thread {p}'s items of priority {level} came out as {mine[:4]}..., "
+                                     f"not in the order it put them ({wanted[:4]}...)")
+
+
+# -- retry ---------------------------------------------------------------------
+
+class _Flaky:
+    """Fails ``failures`` times with a fresh OSError, then returns ``"sent"``."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.calls, self.errors = failures, 0, []
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            error = OSError(f"451 try again later (failure {self.calls})")
+            self.errors.append(error)
+            raise error
+        return "sent"
+
+
+def _ceiling(n: int, base: float, cap: float) -> float:
+    return min(cap, base * 2 ** (n - 1))
+
+
+def test_retry(ns: dict[str, Any]) -> None:
+    retry = function(ns, "retry")
+    flaky, slept = _Flaky(0), []
+    got = call(retry, flaky, retries=3, base=0.1, cap=1.0, sleep=slept.append, rng=random.Random(1))
+    if (got, flaky.calls, slept) != ("sent", 1, []):
+        raise AssertionError(f"a call that works at once: retry returned {got!r} after {flaky.calls} "
+                             f"call(s) and slept {slept}, expected 'sent', 1 call, no sleep")
+    for failures in (1, 3):
+        flaky, slept = _Flaky(failures), []
+        got = call(retry, flaky, retries=3, base=0.1, cap=1.0, sleep=slept.append, rng=random.Random(1))
+        if got != "sent" or flaky.calls != failures + 1 or len(slept) != failures:
+            raise AssertionError(f"fn failing {failures} time(s), retries=3: retry returned {got!r} "
+                                 f"after {flaky.calls} calls and {len(slept)} sleeps, expected 'sent' "
+                                 f"after {failures + 1} calls and {failures} sleeps")
+        _check_bounds(slept, 0.1, 1.0)
+    flaky, slept = _Flaky(99), []
+    try:
+        retry(flaky, retries=2, base=0.1, cap=1.0, sleep=slept.append, rng=random.Random(1))
+    except NotImplementedError:
+        raise
+    except OSError as exc:
+        if exc is not flaky.errors[-1]:
+            raise AssertionError(f"retry raised {describe(exc)} after giving up; expected the last "
+                                 f"error itself ({flaky.errors[-1]})") from None
+    except Exception as exc:
+        raise AssertionError(f"retry raised {describe(exc)} after giving up; expected the "
+                             "last OSError itself") from None
+    else:
+        raise AssertionError("fn always fails, retries=2: retry returned instead of raising the last error")
+    if flaky.calls != 3:
+        raise AssertionError(f"fn always fails, retries=2: fn was called {flaky.calls} times, expected 3 "
+                             "(the first try and 2 retries)")
+    flaky, slept = _Flaky(99), []
+    expect_raises(OSError, "retries=0 means one try", retry, flaky, retries=0, base=0.1, cap=1.0,
+                  sleep=slept.append, rng=random.Random(1))
+    if flaky.calls != 1 or slept:
+        raise AssertionError(f"retries=0: fn was called {flaky.calls} times and retry slept {slept}, "
+                             "expected 1 call and no sleep")
+    flaky, slept = _Flaky(12), []
+    call(retry, flaky, retries=12, base=0.1, cap=0.5, sleep=slept.append, rng=random.Random(4))
+    _check_bounds(slept, 0.1, 0.5)
+    _check_jitter(retry)
+
+
+def _check_bounds(slept: list, base: float, cap: float) -> None:
+    for n, delay in enumerate(slept, start=1):
+        ceiling = _ceiling(n, base, cap)
+        if not isinstance(delay, (int, float)) or not 0 <= delay <= ceiling + 1e-12:
+            raise AssertionError(f"before retry {n} (base={base:g}, cap={cap:g}) retry slept {delay!r}: "
+                                 f"expected between 0 and {ceiling:g}")
+
+
+def _check_jitter(retry) -> None:
+    """Full jitter: each wait uniform on [0, ceiling]; check the spread over many runs."""
+    rng, firsts, thirds = random.Random(7), [], []
+    for _ in range(1500):
+        flaky, slept = _Flaky(3), []
+        retry(flaky, retries=3, base=0.2, cap=10.0, sleep=slept.append, rng=rng)
+        firsts.append(slept[0])
+        thirds.append(slept[2])
+    for n, delays, ceiling in ((1, firsts, 0.2), (3, thirds, 0.8)):
+        mean = statistics.mean(delays)
+        if not 0.4 * ceiling <= mean <= 0.6 * ceiling or min(delays) > 0.1 * ceiling \
+                or max(delays) < 0.9 * ceiling:
+            raise AssertionError(
+                f"over 1500 runs, waits before retry {n} ranged {min(delays):.3g}..{max(delays):.3g} s "
+                f"with mean {mean:.3g} s; full jitter spreads them evenly over 0..{ceiling:g} s "
+                f"(mean about {ceiling / 2:g} s)")
+
+
+EXERCISES = [
+    Exercise("worker_pool", 3, test_worker_pool, timeout=30,
+             waits_for="the pool's worker threads to run the tasks and end"),
+    Exercise("fair_priority_queue", 2, test_fair_priority_queue, timeout=20,
+             waits_for="get() to return items put from other threads"),
+    Exercise("retry", 2, test_retry, timeout=20),
+]

@@ -1,0 +1,295 @@
+"""Exercises of lesson 06: retries, on real Dramatiq workers, Redis and SMTP servers."""
+
+from __future__ import annotations
+
+import math
+import smtplib
+import uuid
+from typing import Any, Callable
+
+from shared.grading.exercise import Exercise
+from shared.grading.testkit import call, call_text, describe, expect_raises, function
+
+NOTEBOOK_PREFIX = "06_"
+LIVE_DEADLINE = 15.0  # seconds any live run may take before the test fails saying so
+
+
+# -- backoff_window -----------------------------------------------------------
+
+WEEK_MS = 7 * 86_400_000
+SETTINGS = [(50, 800), (100, 1000), (15_000, WEEK_MS), (1000, 3000), (10, 10), (100, 150),
+            (250, 60_000)]
+
+
+def reference_window(retries: int, min_backoff: float, max_backoff: float) -> tuple[float, float]:
+    base = min_backoff * 2 ** min(retries, 32)
+    if 2 * base <= max_backoff:
+        return base, 2 * base
+    if base > max_backoff:
+        return max_backoff / 2, max_backoff
+    return min(base, max_backoff / 2), max_backoff
+
+
+def test_backoff_window(ns: dict[str, Any]) -> None:
+    backoff_window = function(ns, "backoff_window")
+    for min_backoff, max_backoff in SETTINGS:
+        for retries in range(0, 40):
+            expected = reference_window(retries, min_backoff, max_backoff)
+            got = call(backoff_window, retries, min_backoff, max_backoff)
+            if not _pair_close(got, expected):
+                raise AssertionError(
+                    f"{call_text('backoff_window', retries, min_backoff, max_backoff)} returned "
+                    f"{got!r}, expected {_pair(expected)} {_why(retries, min_backoff, max_backoff)}")
+    expect_raises(ValueError, "retries counts from 0", backoff_window, -1, 50, 800)
+    _live_backoff(backoff_window)
+
+
+def _why(retries: int, min_backoff: float, max_backoff: float) -> str:
+    base = min_backoff * 2 ** min(retries, 32)
+    if 2 * base <= max_backoff:
+        return f"({min_backoff:g} x 2^{retries} x U(1, 2), under the cap)"
+    if base > max_backoff:
+        return f"({min_backoff:g} x 2^{retries} is over max_backoff, so max_backoff x U(0.5, 1))"
+    return ("(some draws stay under the cap, the others are replaced by max_backoff x U(0.5, 1): "
+            "the window is the union of both)")
+
+
+def _live_backoff(backoff_window: Callable[..., Any]) -> None:
+    from shared.retries.flaky_smtp import FlakySmtp
+    from shared.retries.lab import RetryLab
+    from shared.retries.mail import send_welcome
+
+    min_backoff, max_backoff, refused = 40, 200, 3
+    with FlakySmtp(fail_first=refused) as smtp, RetryLab() as lab:
+        @lab.actor(max_retries=refused, min_backoff=min_backoff, max_backoff=max_backoff)
+        def welcome(address):
+            send_welcome(address, host=smtp.host, port=smtp.port)
+
+        lab.start()
+        for i in range(3):
+            welcome.send(f"user{i}@example.com")
+        _wait(lab, "3 emails to get through 3 refusals each")
+        for attempt in lab.attempts():
+            if attempt.outcome != "retry":
+                continue
+            k, chosen = attempt.number - 1, round(attempt.delay * 1000)
+            low, high = call(backoff_window, k, min_backoff, max_backoff)
+            if not low - 1 <= chosen <= high + 1:
+                raise AssertionError(
+                    f"a real worker waited {chosen} ms after a failure with {k} retries behind it "
+                    f"(min_backoff={min_backoff}, max_backoff={max_backoff}), outside your window "
+                    f"({low:g}, {high:g})")
+
+
+def _pair(pair: tuple[float, float]) -> str:
+    return f"({pair[0]:g}, {pair[1]:g})"
+
+
+def _pair_close(got: Any, expected: tuple[float, float]) -> bool:
+    try:
+        low, high = got
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and math.isclose(v, e, rel_tol=1e-9, abs_tol=1e-9)
+                   for v, e in ((low, expected[0]), (high, expected[1])))
+    except (TypeError, ValueError):
+        return False
+
+
+# -- retry_transient ----------------------------------------------------------
+
+MAX_RETRIES = 3
+
+
+def _refused(code: int, address: str = "ada@example.com") -> smtplib.SMTPRecipientsRefused:
+    return smtplib.SMTPRecipientsRefused({address: (code, b"reason")})
+
+
+def _cases() -> list[tuple[int, BaseException, bool, str]]:
+    """(retries, exception, expected, why)."""
+    transient = [
+        (_refused(451), "451 to RCPT is 'try again later'"),
+        (_refused(421), "421 is transient"),
+        (smtplib.SMTPDataError(451, b"local error"), "451 to DATA is transient"),
+        (smtplib.SMTPSenderRefused(452, b"insufficient storage", "app@example.com"), "452 is transient"),
+        (smtplib.SMTPConnectError(421, b"too many connections"), "421 at the greeting is transient"),
+        (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), "a dropped connection is transient"),
+        (ConnectionRefusedError(111, "Connection refused"), "a refused connection is transient"),
+        (ConnectionResetError(104, "Connection reset by peer"), "a reset connection is transient"),
+        (TimeoutError("timed out"), "a timeout is transient"),
+    ]
+    permanent = [
+        (_refused(550), "550 (no such mailbox) is permanent"),
+        (_refused(553), "553 is permanent"),
+        (smtplib.SMTPDataError(554, b"rejected as spam"), "554 to DATA is permanent"),
+        (smtplib.SMTPSenderRefused(550, b"sender rejected", "app@example.com"), "550 is permanent"),
+        (smtplib.SMTPConnectError(554, b"no service"), "554 at the greeting is permanent"),
+        (KeyError("email"), "a KeyError is a bug in the job: retrying repeats it"),
+        (TypeError("bad argument"), "a TypeError is a bug in the job: retrying repeats it"),
+        (ValueError("bad address"), "a ValueError is a bug in the job: retrying repeats it"),
+    ]
+    cases = []
+    for exc, why in transient:
+        for retries in range(MAX_RETRIES):
+            cases.append((retries, exc, True, why))
+        cases.append((MAX_RETRIES, exc, False, f"at most {MAX_RETRIES} retries"))
+        cases.append((MAX_RETRIES + 4, exc, False, f"at most {MAX_RETRIES} retries"))
+    for exc, why in permanent:
+        for retries in (0, 1):
+            cases.append((retries, exc, False, why))
+    return cases
+
+
+def test_retry_transient(ns: dict[str, Any]) -> None:
+    should_retry = function(ns, "should_retry")
+    for retries, exc, expected, why in _cases():
+        got = call(should_retry, retries, exc)
+        if not isinstance(got, bool) and got not in (0, 1, None):
+            raise AssertionError(f"should_retry({retries}, {describe(exc)}) returned {got!r}, "
+                                 "expected True or False")
+        if bool(got) != expected:
+            raise AssertionError(f"should_retry({retries}, {type(exc).__name__}({_args(exc)})) "
+                                 f"returned {got!r}, expected {expected} ({why})")
+    _live_retry(should_retry)
+
+
+def _args(exc: BaseException) -> str:
+    text = ", ".join(repr(a) for a in exc.args)
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def _live_retry(should_retry: Callable[..., Any]) -> None:
+    from shared.retries.flaky_smtp import FlakySmtp
+    from shared.retries.lab import RetryLab
+    from shared.retries.mail import send_welcome
+    from shared.web import free_port
+
+    closed_port = free_port()
+    with FlakySmtp(fail_first=2, bounce={"nobody@example.com"}) as smtp, RetryLab() as lab:
+        @lab.actor(retry_when=lambda retries, exc: bool(should_retry(retries, exc)), min_backoff=20,
+                   max_backoff=100)
+        def welcome(address, port):
+            send_welcome(address, host=smtp.host, port=port, timeout=2)
+
+        lab.start()
+        welcome.send("ada@example.com", smtp.port)
+        welcome.send("nobody@example.com", smtp.port)
+        welcome.send("down@example.com", closed_port)
+        _wait(lab, "3 emails to be sent or given up")
+        expected = {"ada@example.com": (3, "done", "two 451 answers, then sent"),
+                    "nobody@example.com": (1, "dead", "a 550 answer is permanent"),
+                    "down@example.com": (1 + MAX_RETRIES, "dead",
+                                         f"a provider that is down: {MAX_RETRIES} retries, then give up")}
+        for address, (count, outcome, why) in expected.items():
+            mine = [a for a in lab.attempts() if a.args[0] == address]
+            got = (len(mine), mine[-1].outcome if mine else "never ran")
+            if got != (count, outcome):
+                raise AssertionError(
+                    f"on a real worker with retry_when=should_retry, the email to {address} ran "
+                    f"{got[0]} time(s) and ended {got[1]}, expected {count} time(s) and {outcome} ({why})")
+
+
+# -- idempotent_welcome -------------------------------------------------------
+
+def test_idempotent_welcome(ns: dict[str, Any]) -> None:
+    import redis
+
+    from shared.redis_server import redis_url
+    from shared.retries.flaky_smtp import FlakySmtp
+
+    send_once = function(ns, "send_welcome_once")
+    run = uuid.uuid4().hex[:10]
+    client = redis.Redis.from_url(redis_url())
+    try:
+        with FlakySmtp() as smtp:
+            job = f"job-{run}-a"
+            for _ in range(3):
+                call(send_once, client, job, "ada@example.com", host=smtp.host, port=smtp.port)
+            if smtp.received("ada@example.com") != 1:
+                raise AssertionError(
+                    f"three calls of send_welcome_once(client, {job!r}, 'ada@example.com', ...) sent "
+                    f"{smtp.received('ada@example.com')} emails, expected 1: check a mark in Redis "
+                    "before sending, and write it after")
+            call(send_once, client, f"job-{run}-b", "grace@example.com", host=smtp.host, port=smtp.port)
+            if smtp.received("grace@example.com") != 1:
+                raise AssertionError("a second job (another job_id, another address) sent "
+                                     f"{smtp.received('grace@example.com')} emails, expected 1: "
+                                     "the mark must belong to one job_id")
+        with FlakySmtp(fail_first=1) as smtp:
+            job = f"job-{run}-c"
+            try:
+                send_once(client, job, "alan@example.com", host=smtp.host, port=smtp.port)
+            except NotImplementedError:
+                raise
+            except Exception:
+                pass
+            else:
+                raise AssertionError("when the provider answers 451, send_welcome_once returned "
+                                     "normally: let the error out, so the worker retries the job")
+            call(send_once, client, job, "alan@example.com", host=smtp.host, port=smtp.port)
+            if smtp.received("alan@example.com") != 1:
+                raise AssertionError("after a failed first attempt, the retry sent nothing: write "
+                                     "the mark only after the send succeeded")
+        with FlakySmtp(lose_replies=1, dedupe=True) as smtp:
+            job = f"job-{run}-d"
+            try:
+                send_once(client, job, "edsger@example.com", host=smtp.host, port=smtp.port)
+            except NotImplementedError:
+                raise
+            except Exception:
+                pass
+            call(send_once, client, job, "edsger@example.com", host=smtp.host, port=smtp.port)
+            if smtp.received("edsger@example.com") != 1:
+                raise AssertionError(
+                    "the provider accepted the first email but its reply was lost; the retry "
+                    f"delivered it again ({smtp.received('edsger@example.com')} copies): give the "
+                    "email a Message-ID made from job_id, the same on every attempt")
+        _live_idempotent(send_once, client)
+    finally:
+        keys = list(client.scan_iter(match=f"*{run}*", count=500))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def _live_idempotent(send_once: Callable[..., Any], client: Any) -> None:
+    from dramatiq.middleware import CurrentMessage
+
+    from shared.retries.flaky_smtp import FlakySmtp
+    from shared.retries.lab import RetryLab
+    from shared.retries.policy import retry_email
+
+    with FlakySmtp(lose_replies=1, dedupe=True) as smtp, RetryLab() as lab:
+        @lab.actor(retry_when=retry_email, min_backoff=20)
+        def welcome(address):
+            job_id = f"{lab.namespace}-{CurrentMessage.get_current_message().message_id}"
+            send_once(client, job_id, address, host=smtp.host, port=smtp.port)
+
+        lab.start()
+        message = welcome.send("barbara@example.com")
+        _wait(lab, "the welcome job to finish")
+        lab.broker.enqueue(message)  # redelivered, as after a worker crash
+        _wait(lab, "the redelivered welcome job to finish")
+        received = smtp.received("barbara@example.com")
+        if received != 1:
+            raise AssertionError(f"on a real worker (a lost reply, a retry, then a redelivery) "
+                                 f"barbara@example.com received {received} emails, expected 1")
+        try:
+            client.delete(*client.keys(f"*{lab.namespace}*"))
+        except Exception:
+            pass
+
+
+# -- shared -------------------------------------------------------------------
+
+def _wait(lab: Any, what: str) -> None:
+    try:
+        lab.wait(timeout=LIVE_DEADLINE, what=what)
+    except TimeoutError:
+        raise AssertionError(f"waited {LIVE_DEADLINE:g} s for {what} on a real worker") from None
+
+
+EXERCISES = [
+    Exercise("backoff_window", 2, test_backoff_window, timeout=40),
+    Exercise("retry_transient", 3, test_retry_transient, timeout=40),
+    Exercise("idempotent_welcome", 3, test_idempotent_welcome, timeout=40),
+]

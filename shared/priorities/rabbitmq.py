@@ -1,0 +1,72 @@
+"""Broker-side priority on RabbitMQ, run only where a RabbitMQ is available.
+
+RabbitMQ orders a queue declared with ``x-max-priority`` by each message's
+priority (HIGHER is sooner), before any worker fetches. Dramatiq exposes it
+as ``RabbitmqBroker(max_priority=N)`` and ``send_with_options(broker_priority=k)``.
+:func:`delivery_order` sends a backlog at priority 0 and one urgent message
+at priority ``max_priority``, then reads the queue back one message at a time
+and returns the order the broker delivered them in. Nothing here runs without
+``RABBITMQ_URL`` and the ``pika`` package (``pip install 'dramatiq[rabbitmq]'``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+__all__ = ["RabbitUnavailable", "delivery_order", "rabbitmq_url"]
+
+
+class RabbitUnavailable(RuntimeError):
+    """No RabbitMQ to run against; the message says how to get one."""
+
+
+def rabbitmq_url() -> str | None:
+    """``RABBITMQ_URL`` from the environment, or None."""
+    return os.environ.get("RABBITMQ_URL") or None
+
+
+def delivery_order(url: str, *, backlog: int = 20, max_priority: int = 10,
+                   timeout: float = 20.0) -> list[str]:
+    """Send ``backlog`` bulk messages then one urgent one; return the delivery order.
+
+    Labels are ``"N1"``.. for the backlog and ``"R"`` for the urgent message.
+    The queue is private to this call and deleted afterwards.
+    """
+    try:
+        import dramatiq
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+    except ImportError as exc:
+        raise RabbitUnavailable(f"{exc}: run `pip install 'dramatiq[rabbitmq]'` first") from None
+    broker = RabbitmqBroker(url=url, max_priority=max_priority)
+    queue = f"lesson05-{uuid.uuid4().hex[:12]}"
+
+    def label(text: str) -> None:
+        """Never run: this call reads the queue itself."""
+
+    actor = dramatiq.actor(label, broker=broker, queue_name=queue, actor_name=f"label_{queue}")
+    try:
+        for number in range(1, backlog + 1):
+            actor.send_with_options(args=(f"N{number}",), broker_priority=0)
+        actor.send_with_options(args=("R",), broker_priority=max_priority)
+        order: list[str] = []
+        consumer = broker.consume(queue, prefetch=1, timeout=200)
+        deadline = time.monotonic() + timeout
+        try:
+            while len(order) < backlog + 1:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"RabbitMQ delivered {len(order)} of {backlog + 1} "
+                                       f"messages within {timeout:g} s")
+                message = next(consumer)
+                if message is not None:
+                    order.append(message.args[0])
+                    consumer.ack(message)
+        finally:
+            consumer.close()
+        return order
+    finally:
+        try:
+            broker.channel.queue_delete(queue)
+        finally:
+            broker.close()

@@ -1,0 +1,271 @@
+"""Run one design on real Dramatiq workers and measure the reset email's wait.
+
+:func:`run_design` sends a newsletter backlog to Redis, starts one ``dramatiq``
+command per worker group, sends one password-reset email once the workers
+have finished ``reset_after`` copies, waits for every email, stops the
+workers and removes the run's Redis keys. Every run has its own key
+namespace, so runs in parallel (tests, notebooks) never share a queue.
+
+The backlog goes out *before* the workers start, so a worker's first fetch
+always sees the whole backlog: what it holds, and so the order it runs
+things in, does not depend on how fast this machine is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from dramatiq.brokers.redis import RedisBroker
+
+from shared.priorities.actors import (DESIGN_VAR, GROUP_VAR, NAMESPACE_VAR, NEWSLETTER, RESET,
+                                     declare_actors, log_key)
+from shared.priorities.design import Design, WorkerGroup
+from shared.processes import start_child, stop_tree
+from shared.redis_server import redis_url
+from shared.settings import Settings
+
+__all__ = ["Job", "Outcome", "WorkersFailed", "run_design"]
+
+#: How long an idle consumer sleeps between polls of Redis, at most (ms).
+#: Dramatiq's default is 1000; the lesson lowers it so pickup delay stays small.
+WORKER_TIMEOUT_MS = 100
+POLL_SECONDS = 0.01
+LOG_TAIL_LINES = 12
+READER = "reader{}@example.com"
+RESET_ADDRESS = "ada@example.com"
+
+
+class WorkersFailed(RuntimeError):
+    """The workers did not do their part in time; the message says what was seen."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One email as measured: when it was sent, started and finished (perf_counter)."""
+
+    kind: str  # RESET or NEWSLETTER
+    number: int  # newsletter copy number from 1; 0 for the reset email
+    sent: float
+    started: float
+    finished: float
+    worker: str  # "pid/thread" of the worker thread that ran it
+    group: int  # which worker group of the design ran it, from 0
+    error: str = ""
+
+    @property
+    def wait(self) -> float:
+        """Seconds from ``send()`` until a worker thread started it."""
+        return self.started - self.sent
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one run of a design measured."""
+
+    design: Design
+    newsletter_size: int
+    jobs: tuple[Job, ...]  # in the order they started
+    started: float  # perf_counter when the first message was sent
+    ended: float  # perf_counter when the last email was finished
+
+    @property
+    def reset(self) -> Job:
+        return next(job for job in self.jobs if job.kind == RESET)
+
+    @property
+    def reset_wait(self) -> float:
+        """Seconds the reset email waited before a worker started it."""
+        return self.reset.wait
+
+    @property
+    def newsletter(self) -> list[Job]:
+        return [job for job in self.jobs if job.kind == NEWSLETTER]
+
+    @property
+    def newsletter_seconds(self) -> float:
+        """Seconds from the first email started until the last newsletter copy was out."""
+        return max(job.finished for job in self.newsletter) - self.jobs[0].started
+
+    @property
+    def waiting_when_reset_sent(self) -> list[Job]:
+        """Newsletter copies not yet started when the reset email was sent."""
+        return [job for job in self.newsletter if job.started > self.reset.sent]
+
+    @property
+    def ran_before_reset(self) -> list[Job]:
+        """Of those, the copies that still started before the reset email."""
+        return [job for job in self.waiting_when_reset_sent if job.started < self.reset.started]
+
+    @property
+    def share_waited_for(self) -> float:
+        """Share of the copies waiting when the reset was sent that it waited for (0..1)."""
+        waiting = self.waiting_when_reset_sent
+        return len(self.ran_before_reset) / len(waiting) if waiting else 0.0
+
+    @property
+    def order(self) -> list[str]:
+        """Who started, in order: ``"R"`` for the reset email, ``"N7"`` for copy 7."""
+        return ["R" if job.kind == RESET else f"N{job.number}" for job in self.jobs]
+
+    @property
+    def failed(self) -> list[Job]:
+        return [job for job in self.jobs if job.error]
+
+    def busy_share(self, group: int) -> float:
+        """Share of its thread time worker group ``group`` (from 0) spent sending email,
+        from the first email started to the last one finished."""
+        mine = [job for job in self.jobs if job.group == group]
+        capacity = (self.ended - self.jobs[0].started) * self.design.workers[group].threads
+        return sum(job.finished - job.started for job in mine) / capacity if capacity else 0.0
+
+
+def run_design(design: Design, *, newsletter: int, smtp_host: str, smtp_port: int,
+               reset_after: int = 1, timeout: float = 60.0, redis: str | None = None,
+               cli: bool = False) -> Outcome:
+    """Run ``design`` once on real workers and measure every email.
+
+    ``newsletter`` copies are sent first, before any worker runs. Once the
+    workers finished ``reset_after`` of them (0: at once, before the workers
+    start), one reset email is sent. Returns when every email is out, all
+    within ``timeout`` seconds, else raises :class:`WorkersFailed` saying
+    what was seen. Workers and Redis keys are gone when it returns or raises.
+    ``cli=True`` starts each group with the ``dramatiq`` command rather than
+    ``python -m shared.priorities.worker`` (same Worker, slower to stop).
+    """
+    if isinstance(newsletter, bool) or not isinstance(newsletter, int) or newsletter < 1:
+        raise ValueError(f"newsletter is a number of copies >= 1, got {newsletter!r}")
+    if not 0 <= reset_after <= newsletter:
+        raise ValueError(f"reset_after must be from 0 to newsletter ({newsletter}), "
+                         f"got {reset_after!r}")
+    url = redis or redis_url()
+    namespace = f"lesson05-{uuid.uuid4().hex[:12]}"
+    settings = Settings(smtp_host=smtp_host, smtp_port=smtp_port, smtp_timeout=5.0,
+                        redis_url=url)
+    deadline = time.monotonic() + timeout
+    broker = RedisBroker(url=url, namespace=namespace)
+    actors = declare_actors(broker, design, settings)
+    sent: dict[tuple[str, int], float] = {}
+    try:
+        with ExitStack() as stack:
+            first = time.perf_counter()
+            for number in range(1, newsletter + 1):
+                sent[NEWSLETTER, number] = time.perf_counter()
+                actors.newsletter.send(READER.format(number), number)
+            if reset_after == 0:
+                sent[RESET, 0] = time.perf_counter()
+                actors.reset_email.send(RESET_ADDRESS)
+            env = _worker_env(settings, namespace, design)
+            workers = [stack.enter_context(_worker(group, {**env, GROUP_VAR: str(number)}, cli))
+                       for number, group in enumerate(design.workers)]
+            stack.callback(_signal_all, workers)  # every group starts stopping at once
+            if reset_after:
+                _wait_for(broker, namespace, reset_after, workers, deadline,
+                          f"{reset_after} newsletter cop{'y' if reset_after == 1 else 'ies'}")
+                sent[RESET, 0] = time.perf_counter()
+                actors.reset_email.send(RESET_ADDRESS)
+            _wait_for(broker, namespace, newsletter + 1, workers, deadline,
+                      f"all {newsletter + 1} emails")
+        entries = [json.loads(raw) for raw in broker.client.lrange(log_key(namespace), 0, -1)]
+    finally:
+        _delete_keys(broker, namespace)
+        broker.close()
+    jobs = sorted((Job(kind=e["kind"], number=e["number"], sent=sent[e["kind"], e["number"]],
+                       started=e["started"], finished=e["finished"], worker=e["worker"],
+                       group=int(e["group"]), error=e["error"]) for e in entries), key=lambda job: job.started)
+    outcome = Outcome(design=design, newsletter_size=newsletter, jobs=tuple(jobs),
+                      started=first, ended=max(job.finished for job in jobs))
+    return outcome
+
+
+@dataclass
+class _Worker:
+    group: WorkerGroup
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def problem(self) -> str | None:
+        """Why this worker cannot be doing its job, or None."""
+        if self.process.poll() is None:
+            return None
+        return (f"the worker group `{' '.join(self.group.command_flags())}` exited with code "
+                f"{self.process.returncode}; its log ends with:\n{self.tail()}")
+
+    def tail(self) -> str:
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(lines[-LOG_TAIL_LINES:]) or "(empty log)"
+
+
+def _worker_env(settings: Settings, namespace: str, design: Design) -> dict[str, str]:
+    return {**os.environ, **settings.to_env(), NAMESPACE_VAR: namespace,
+            DESIGN_VAR: design.to_json(), "dramatiq_worker_timeout": str(WORKER_TIMEOUT_MS),
+            "PYTHONUNBUFFERED": "1"}
+
+
+@contextmanager
+def _worker(group: WorkerGroup, env: dict[str, str], cli: bool) -> Iterator[_Worker]:
+    """One worker process for ``group``, stopped (whole process group) on exit."""
+    folder = Path(tempfile.mkdtemp(prefix="lesson05-worker-"))
+    log = folder / "worker.log"
+    if cli:
+        command = [sys.executable, "-m", "dramatiq", "shared.priorities.worker",
+                   *group.command_flags()]
+    else:
+        command = [sys.executable, "-m", "shared.priorities.worker",
+                   "--threads", str(group.threads), "--queues", *group.queues]
+    env = {**env, "dramatiq_queue_prefetch": str(group.effective_prefetch)}
+    with open(log, "wb") as output:
+        process = start_child(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+    try:
+        yield _Worker(group, process, log)
+    finally:
+        stop_tree(process, timeout=10.0)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _signal_all(workers: list[_Worker]) -> None:
+    for worker in workers:
+        try:
+            os.killpg(worker.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def _wait_for(broker: RedisBroker, namespace: str, count: int, workers: list[_Worker],
+              deadline: float, what: str) -> None:
+    key = log_key(namespace)
+    while broker.client.llen(key) < count:
+        for worker in workers:
+            problem = worker.problem()
+            if problem:
+                raise WorkersFailed(f"waiting for {what}: {problem}")
+        if time.monotonic() > deadline:
+            done = broker.client.llen(key)
+            tails = "\n".join(f"--- group {n}: {w.tail()}" for n, w in enumerate(workers, 1))
+            raise WorkersFailed(f"gave up waiting for {what}: only {done} email(s) were sent "
+                                f"in time. Does every queue have a worker? Worker logs:\n{tails}")
+        time.sleep(POLL_SECONDS)
+
+
+def _delete_keys(broker: RedisBroker, namespace: str) -> None:
+    keys = list(broker.client.scan_iter(match=f"{namespace}:*", count=500))
+    if keys:
+        broker.client.delete(*keys)

@@ -1,0 +1,75 @@
+"""The module every worker process of lesson 05 imports.
+
+In production you would run a worker group with the ``dramatiq`` command::
+
+    dramatiq shared.priorities.worker --processes 1 --threads 1 --queues urgent
+
+``python -m shared.priorities.worker --threads 1 --queues urgent`` runs the
+same :class:`dramatiq.Worker`, with the same flags, minus the supervising
+parent process: it starts and stops in a fraction of a second, where the
+command's shutdown takes one to two seconds (its processes poll for the
+stop signal once a second). The lesson runs many short designs, so it uses
+this; ``run_design(..., cli=True)`` uses the real command instead.
+
+Both read everything from the environment that
+:func:`shared.priorities.run.run_design` sets: the Redis URL and mail
+provider (``DEFER_*``, see :mod:`shared.settings`), the run's key namespace
+and the design (``DEFER_PRIORITIES_*``), ``dramatiq_queue_prefetch`` and
+``dramatiq_worker_timeout``. As Dramatiq requires, the broker is set before
+any actor is declared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+from shared.priorities.actors import DESIGN_VAR, NAMESPACE_VAR, declare_actors
+from shared.priorities.design import Design
+from shared.settings import Settings
+
+#: A worker that dies has its held messages handed to others after this long.
+HEARTBEAT_TIMEOUT_MS = 5000
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _from_environment() -> tuple[Settings, str, Design]:
+    missing = [name for name in ("DEFER_REDIS_URL", NAMESPACE_VAR, DESIGN_VAR)
+               if not os.environ.get(name)]
+    if missing:
+        raise RuntimeError(
+            f"{', '.join(missing)} not set: this module is started by "
+            "shared.priorities.run_design(), which sets them for its workers")
+    return Settings.from_env(), os.environ[NAMESPACE_VAR], Design.from_json(os.environ[DESIGN_VAR])
+
+
+settings, namespace, design = _from_environment()
+broker = RedisBroker(url=settings.redis_url, namespace=namespace,
+                     heartbeat_timeout=HEARTBEAT_TIMEOUT_MS)
+dramatiq.set_broker(broker)
+actors = declare_actors(broker, design, settings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run one Worker until SIGTERM or SIGINT, then stop it cleanly."""
+    parser = argparse.ArgumentParser(description="One lesson-05 worker process.")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--queues", nargs="+", required=True)
+    args = parser.parse_args(argv)
+    # Block the stop signals before any thread starts: threads inherit the
+    # mask, so only sigwait() below receives them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    worker = dramatiq.Worker(broker, queues=set(args.queues), worker_threads=args.threads)
+    broker.emit_after("process_boot")  # as the dramatiq command does
+    worker.start()
+    signal.sigwait(STOP_SIGNALS)
+    worker.stop()
+    broker.close()
+
+
+if __name__ == "__main__":
+    main()

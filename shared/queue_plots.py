@@ -1,0 +1,138 @@
+"""Figures for lesson 02: threads over time, queue waits, pool scaling, retry backoff.
+
+Every function returns a :class:`~matplotlib.figure.Figure` (dpi 90, small)
+and never shows it; Jupyter displays it once at the end of the cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from shared.plots import DPI, WAITING_COLOUR
+
+if TYPE_CHECKING:
+    from shared.sampling import Sampler
+    from shared.scaling import Point
+    from shared.store import JobStatus
+
+KIND_COLOURS = {"welcome_email": "tab:orange", "avatar": "tab:blue"}
+LINE_COLOURS = ("tab:orange", "tab:blue", "tab:green", "tab:purple", "tab:brown")
+MB = 1024 * 1024
+
+
+def plot_threads_and_memory(sampler: "Sampler", *, title: str | None = None,
+                            xmax: float | None = None) -> Figure:
+    """Live threads (top) and resident memory (bottom) against seconds since sampling began."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.0, 3.6), dpi=DPI, sharex=True)
+    t0 = sampler.started if sampler.started is not None else sampler.samples[0].t
+    times = [sample.t - t0 for sample in sampler.samples]
+    top.plot(times, [sample.threads for sample in sampler.samples], color="tab:red")
+    top.set_ylabel("live threads")
+    top.set_ylim(bottom=0)
+    bottom.plot(times, [sample.rss / MB for sample in sampler.samples], color="tab:purple")
+    bottom.set_ylabel("memory (MB)")
+    bottom.set_xlabel("seconds since the burst began")
+    bottom.set_xlim(0, xmax if xmax is not None else max(times[-1], 0.1))
+    for ax in (top, bottom):
+        ax.grid(True, color="#e6e6e6", linewidth=0.8)
+        ax.set_axisbelow(True)
+    top.set_title(title if title is not None else "Threads and memory while the jobs run")
+    fig.tight_layout()
+    return fig
+
+
+def plot_queue_waits(jobs: Sequence["JobStatus"], *, title: str | None = None,
+                     xmax: float | None = None) -> Figure:
+    """One row per job, in the order queued: grey while it waited in the queue, colour while it ran."""
+    ordered = sorted((job for job in jobs if job.started_at is not None),
+                     key=lambda job: (job.enqueued_at, job.kind != "welcome_email"))
+    fig, ax = plt.subplots(figsize=(7.0, 3.6 if len(ordered) <= 40 else 4.4), dpi=DPI)
+    t0 = min((job.enqueued_at for job in ordered), default=0.0)
+    rows = range(1, len(ordered) + 1)
+    ax.barh(rows, [job.started_at - job.enqueued_at for job in ordered],
+            left=[job.enqueued_at - t0 for job in ordered], height=0.8,
+            color=WAITING_COLOUR, linewidth=0)
+    ax.barh(rows, [(job.finished_at or job.started_at) - job.started_at for job in ordered],
+            left=[job.started_at - t0 for job in ordered], height=0.8,
+            color=[KIND_COLOURS.get(job.kind, "tab:green") for job in ordered], linewidth=0)
+    ax.set_ylim(len(ordered) + 0.7, 0.3)
+    ax.set_xlim(0, xmax if xmax is not None else
+                max((job.finished_at or job.started_at) - t0 for job in ordered) * 1.03
+                if ordered else 1.0)
+    ax.set_xlabel("seconds since the first job was queued")
+    ax.set_ylabel("job, in the order queued")
+    ax.set_title(title if title is not None else "Waiting in the queue, then running")
+    kinds = sorted({job.kind for job in ordered}, key=lambda kind: kind != "welcome_email")
+    handles = [Patch(facecolor=WAITING_COLOUR, label="waiting in the queue")]
+    handles += [Patch(facecolor=KIND_COLOURS.get(kind, "tab:green"), label=f"{kind} running")
+                for kind in kinds]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+              fontsize="small")
+    ax.grid(True, axis="x", color="#e6e6e6", linewidth=0.8)
+    ax.set_axisbelow(True)
+    fig.tight_layout()
+    return fig
+
+
+def plot_scaling(series: dict[str, Sequence["Point"]], *, cores: int | None = None,
+                 title: str | None = None) -> Figure:
+    """Speed-up against pool size: each run's throughput over its own one-worker throughput.
+
+    The dotted diagonal is perfect scaling; the dashed line is the number of cores.
+    """
+    fig, ax = plt.subplots(figsize=(7.0, 3.6), dpi=DPI)
+    largest = max(point.workers for points in series.values() for point in points)
+    ax.plot([1, largest], [1, largest], linestyle=":", color="grey", label="perfect scaling")
+    if cores:
+        ax.axhline(cores, linestyle="--", color="black", linewidth=1, label=f"{cores} cores")
+    for number, (label, points) in enumerate(series.items()):
+        base = next(point.rate for point in points if point.workers == min(p.workers for p in points))
+        ax.plot([point.workers for point in points], [point.rate / base for point in points],
+                marker="o", color=LINE_COLOURS[number % len(LINE_COLOURS)], label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({point.workers for points in series.values() for point in points}))
+    ax.get_xaxis().set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.set_xlabel("workers in the pool")
+    ax.set_ylabel("throughput, times\nthat of 1 worker")
+    ax.set_ylim(0, largest + 0.5)
+    ax.set_title(title if title is not None else "What more workers buy")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
+    ax.grid(True, color="#e6e6e6", linewidth=0.8)
+    ax.set_axisbelow(True)
+    fig.tight_layout()
+    return fig
+
+
+def plot_backoff(waits: Sequence[tuple[int, float]], *, base: float, cap: float,
+                 title: str | None = None) -> Figure:
+    """Measured waits before each retry (dots) inside the formula's range (shaded).
+
+    ``waits`` holds ``(retry number, seconds waited)`` pairs.
+    """
+    from shared.backoff import backoff_ceiling  # noqa: PLC0415 - keeps imports one-way
+
+    fig, ax = plt.subplots(figsize=(7.0, 3.2), dpi=DPI)
+    retries = range(1, max((retry for retry, _ in waits), default=3) + 1)
+    ceilings = [backoff_ceiling(n, base=base, cap=cap) for n in retries]
+    ax.bar(retries, ceilings, width=0.6, color="tab:blue", alpha=0.12,
+           label="formula: uniform between 0 and the ceiling")
+    ax.hlines(ceilings, [n - 0.3 for n in retries], [n + 0.3 for n in retries], color="tab:blue",
+              linewidth=1.5, label="ceiling: min(cap, base x 2^(n-1))")
+    ax.scatter([retry for retry, _ in waits], [wait for _, wait in waits], color="tab:red",
+               s=18, zorder=3, label="measured wait")
+    ax.set_xticks(list(retries))
+    ax.set_xlim(0.4, retries[-1] + 0.6)
+    ax.set_ylim(0, max(ceilings + [wait for _, wait in waits]) * 1.15)
+    ax.set_xlabel("retry number n")
+    ax.set_ylabel("seconds waited\nbefore the retry")
+    ax.set_title(title if title is not None else "Retries waited as the formula says")
+    ax.legend(loc="upper left", frameon=False, fontsize="small")
+    ax.grid(True, color="#e6e6e6", linewidth=0.8)
+    ax.set_axisbelow(True)
+    fig.tight_layout()
+    return fig

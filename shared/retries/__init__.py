@@ -1,0 +1,15 @@
+"""Lesson 06: retries, dead letters, idempotent jobs and time limits, on real parts.
+
+- :mod:`shared.retries.flaky_smtp`: a real SMTP server that fails on purpose
+  (refuses the first attempts, bounces addresses, loses its reply after
+  accepting a message), and one that never answers at all.
+- :mod:`shared.retries.lab`: a real Redis broker in a namespace of its own,
+  an in-process Dramatiq worker, and a log of every attempt.
+- :mod:`shared.retries.backoff`: Dramatiq's retry backoff as a formula, and a
+  plot of measured delays against it.
+- :mod:`shared.retries.policy`: which email errors deserve a retry.
+- :mod:`shared.retries.mail`: the welcome email with a Message-ID of your choosing.
+
+The app's ``retrying`` mode (:mod:`shared.modes.retrying`) runs signup jobs
+on a lab's worker with that policy.
+"""

@@ -1,0 +1,27 @@
+"""Send the welcome email, optionally with a Message-ID of your choosing.
+
+A fixed ``Message-ID`` is an idempotency key: a provider that has already
+accepted a message with that id can accept the retry without delivering it
+twice.
+"""
+
+from __future__ import annotations
+
+import smtplib
+
+from shared.jobs import welcome_message
+
+
+def send_welcome(address: str, *, host: str, port: int, timeout: float | None = 2.0,
+                 message_id: str | None = None) -> None:
+    """Deliver the welcome email over SMTP; ``timeout=None`` waits forever.
+
+    Raises ``OSError`` (``smtplib.SMTPException`` included) when the
+    provider cannot be reached, refuses the message, or the reply is lost.
+    """
+    message = welcome_message(address)
+    if message_id is not None:
+        message["Message-ID"] = message_id
+    # local_hostname skips a reverse-DNS lookup that can hang on a laptop offline.
+    with smtplib.SMTP(host, port, timeout=timeout, local_hostname="app.localhost") as smtp:
+        smtp.send_message(message)

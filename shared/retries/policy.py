@@ -1,0 +1,45 @@
+"""Which email errors deserve a retry, and the retry policy of the email job.
+
+A retry helps only when the next attempt can go differently. The provider
+says which case it is in its reply code: ``4xx`` means "not now, try again
+later" (transient), ``5xx`` means "never" (permanent). A refused, reset or
+timed-out connection is transient too. Anything else (a ``KeyError``, a
+``TypeError``) is a bug in your code: retrying it only repeats the bug.
+"""
+
+from __future__ import annotations
+
+import smtplib
+
+#: At most this many retries (so 1 + 12 attempts) of a transient email error. With a
+#: provider that refuses half its attempts at random, an address is still unmailed
+#: after all of them once in 8192 (0.5 ** 13).
+EMAIL_MAX_RETRIES = 12
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when another attempt may succeed: a 4xx reply or network trouble."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        return bool(codes) and all(400 <= code < 500 for code in codes)
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return 400 <= exc.smtp_code < 500
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return True
+    if isinstance(exc, smtplib.SMTPException):
+        return False  # e.g. the server lacks a feature we need: it will still lack it
+    return isinstance(exc, OSError)  # refused, reset, timed out, unreachable
+
+
+def retry_email(retries: int, exc: BaseException) -> bool:
+    """Dramatiq's ``retry_when``: retry transient errors, at most EMAIL_MAX_RETRIES times.
+
+    ``retries`` is how many retries came before this failure (0 after the first attempt).
+    """
+    return retries < EMAIL_MAX_RETRIES and is_transient(exc)
+
+
+#: The email actor's options: ``@dramatiq.actor(**EMAIL_RETRY_POLICY)``.
+#: Backoff 0.5-1 s after the first failure, doubling, never over 10 s: a message that
+#: always fails transiently gives up within about 95 s.
+EMAIL_RETRY_POLICY = {"retry_when": retry_email, "min_backoff": 500, "max_backoff": 10_000}

@@ -1,0 +1,151 @@
+"""How many jobs per second a pool of N workers gets through: measure, do not assume.
+
+:func:`measure` runs the same batch of jobs on pools of several sizes and
+reports the throughput of each, for threads or processes. Three kinds of
+work behave differently:
+
+- waiting on the network (an email): threads overlap the waits, so
+  throughput grows with the pool until the other side is the limit;
+- C code that releases the GIL (Pillow's avatar): threads scale up to the
+  number of cores, then stop;
+- pure Python (:func:`count_primes`): one thread at a time holds the GIL,
+  so threads stay flat, and only processes use the other cores, at the cost
+  of starting them and of pickling every argument and result.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import (FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor,
+                                ThreadPoolExecutor, wait)
+from dataclasses import dataclass
+from typing import Any
+
+KINDS = ("threads", "processes")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One pool size's run: ``jobs`` jobs took ``seconds`` on ``workers`` workers."""
+
+    kind: str
+    workers: int
+    jobs: int
+    seconds: float
+    startup: float  # seconds to get the pool's workers ready, before the clock started
+
+    @property
+    def rate(self) -> float:
+        """Jobs per second."""
+        return self.jobs / self.seconds if self.seconds > 0 else float("inf")
+
+
+def count_primes(limit: int) -> int:
+    """How many primes are below ``limit``, by trial division: pure-Python CPU work."""
+    count = 0
+    for n in range(2, limit):
+        divisor = 2
+        while divisor * divisor <= n:
+            if n % divisor == 0:
+                break
+            divisor += 1
+        else:
+            count += 1
+    return count
+
+
+def measure(work: Callable[[Any], Any], inputs: Sequence[Any], pool_sizes: Sequence[int], *,
+            kind: str = "threads", repeat: int = 1) -> list[Point]:
+    """Run ``work(x)`` for every ``x`` of ``inputs`` on each pool size; one :class:`Point` each.
+
+    Processes use the ``spawn`` start method (the same on Linux, macOS and
+    Windows), so ``work`` must be a module-level function and its inputs
+    and results picklable. They start once, in one pool of the largest size
+    that keeps N jobs in flight for size N. Starting a pool is timed apart,
+    as ``startup``. With ``repeat=3`` each size runs three times and keeps its
+    fastest run, as ``timeit`` does: other programs on the machine only ever
+    slow a run down, so the fastest is the truest.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if not inputs:
+        raise ValueError("inputs is empty: give the jobs to run, e.g. [20_000] * 8")
+    if not pool_sizes or any(not isinstance(n, int) or n < 1 for n in pool_sizes):
+        raise ValueError(f"pool_sizes must be whole numbers >= 1, got {list(pool_sizes)!r}")
+    if not isinstance(repeat, int) or repeat < 1:
+        raise ValueError(f"repeat must be a whole number >= 1, got {repeat!r}")
+    if kind == "processes":
+        return _windowed(work, inputs, pool_sizes, kind, repeat)
+    return [min((_one(work, inputs, workers, kind) for _ in range(repeat)),
+                key=lambda point: point.seconds) for workers in pool_sizes]
+
+
+def _one(work: Callable[[Any], Any], inputs: Sequence[Any], workers: int, kind: str) -> Point:
+    begin = time.perf_counter()
+    with _pool(kind, workers) as pool:
+        list(pool.map(_nap, [0.05] * workers))  # every worker started and ready
+        start = time.perf_counter()
+        list(pool.map(work, inputs))
+        seconds = time.perf_counter() - start
+    return Point(kind, workers, len(inputs), seconds, start - begin)
+
+
+def _windowed(work: Callable[[Any], Any], inputs: Sequence[Any], pool_sizes: Sequence[int],
+              kind: str, repeat: int = 1) -> list[Point]:
+    """One pool of the largest size; pool size N means at most N jobs in flight.
+
+    Starting processes is slow, so the pool starts once (``startup`` of the
+    first point; 0 for the others, which reuse it).
+    """
+    begin = time.perf_counter()
+    with _pool(kind, max(pool_sizes)) as pool:
+        list(pool.map(_nap, [0.05] * max(pool_sizes)))
+        startup = time.perf_counter() - begin
+        points = []
+        for workers in pool_sizes:
+            seconds = min(_in_flight(pool, work, inputs, workers) for _ in range(repeat))
+            points.append(Point(kind, workers, len(inputs), seconds,
+                                startup if not points else 0.0))
+    _stop_resource_tracker()
+    return points
+
+
+def _in_flight(pool: Executor, work: Callable[[Any], Any], inputs: Sequence[Any],
+               workers: int) -> float:
+    """Seconds to run every input with at most ``workers`` jobs in flight."""
+    start = time.perf_counter()
+    pending: set[Future] = set()
+    for item in inputs:
+        if len(pending) >= workers:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()
+        pending.add(pool.submit(work, item))
+    for future in pending:
+        future.result()
+    return time.perf_counter() - start
+
+
+def _stop_resource_tracker() -> None:
+    """Stop the helper process ``spawn`` leaves running, so nothing outlives the measurement.
+
+    Multiprocessing starts it again whenever it needs it. ``_stop`` is private
+    (Python 3.11 to 3.13 have it), hence the guard.
+    """
+    from multiprocessing import resource_tracker  # noqa: PLC0415
+
+    stop = getattr(getattr(resource_tracker, "_resource_tracker", None), "_stop", None)
+    if stop is not None:
+        stop()
+
+
+def _pool(kind: str, workers: int) -> Executor:
+    if kind == "threads":
+        return ThreadPoolExecutor(workers, thread_name_prefix="scaling")
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _nap(seconds: float) -> None:
+    time.sleep(seconds)

@@ -1,0 +1,87 @@
+"""Lesson 02's exercises: reference answers pass, plausible wrong ones fail with the reason."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from shared.grading import registry, runner
+
+SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions" / "02_thread_queue.ipynb"
+
+
+def solution(name: str) -> str:
+    for cell in nbformat.read(SOLUTIONS, as_version=4).cells:
+        if cell.source.startswith(f"# Exercise: {name}\n"):
+            return cell.source
+    raise LookupError(name)
+
+
+def grade(name: str, source: str):
+    module_name, exercise = registry.find_exercise(name)
+    return runner.grade(source, module_name, exercise, "test cell")
+
+
+WRONG_ANSWERS = [
+    # The pool
+    ("worker_pool", "daemon=True) for _ in range(workers)]", "daemon=True) for _ in range(1)]",
+     "WorkerPool(3) started 1 threads, expected 3"),
+    ("worker_pool", "            try:\n                fn(*args)\n            except Exception:\n"
+                    "                pass  # a failing task does not stop its worker\n",
+     "            fn(*args)\n",
+     "waited 5 s for the task after a failing one to run"),
+    ("worker_pool", "        if not drain:\n", "        if False:\n",
+     "shutdown(drain=False) still ran 5 queued task(s)"),
+    ("worker_pool", "        for thread in self._threads:\n            thread.join()\n", "",
+     "shutdown() returned, but worker threads are still alive"),
+    ("worker_pool", "            if not self._open:\n                raise RuntimeError(\"the pool is shut down\")\n", "",
+     "submit() after shutdown() was accepted"),
+    ("worker_pool", "self._tasks: queue.Queue = queue.Queue()", "self._tasks: queue.Queue = queue.LifoQueue()",
+     "WorkerPool(1) ran 20 tasks in the order"),
+    # The priority queue
+    ("fair_priority_queue", ["put((priority, next(self._arrival), item))", "timeout=timeout)[2]"],
+     ["put((priority, item))", "timeout=timeout)[1]"],
+     "put({'job': 1}, 5) raised TypeError"),  # no sequence number: dicts get compared
+    ("fair_priority_queue", "(priority, next(self._arrival), item)", "(priority, -next(self._arrival), item)",
+     "put a:1 b:0 c:1 d:0 e:2 f:0, then get() x6 gave"),
+    ("fair_priority_queue", "return self._heap.get(timeout=timeout)[2]", "return self._heap.get()[2]",
+     "get(timeout=0.05) on an empty queue was still waiting after 5 s"),
+    # Retries
+    ("retry", "rng.uniform(0, min(cap, base * 2 ** attempt))", "min(cap, base * 2 ** attempt)",
+     "over 1500 runs, waits before retry 1 ranged"),
+    ("retry", "rng.uniform(0, min(cap, base * 2 ** attempt))", "rng.uniform(0, base * 2 ** attempt)",
+     "before retry"),
+    ("retry", "for attempt in range(retries + 1):", "for attempt in range(retries):",
+     "fn failing 3 time(s), retries=3: retry returned None after 3 calls"),
+    ("retry", "            if attempt == retries:\n                raise\n",
+     "            if attempt == retries:\n                raise RuntimeError('gave up')\n",
+     "retry raised RuntimeError: gave up after giving up"),
+]
+
+
+@pytest.mark.parametrize("name, old, new, reason", WRONG_ANSWERS)
+def test_wrong_answers_fail_with_a_precise_reason(name, old, new, reason):
+    source = solution(name)
+    olds, news = ([old], [new]) if isinstance(old, str) else (old, new)
+    for before, after in zip(olds, news):
+        assert before in source, "the reference solution changed: update this case"
+        source = source.replace(before, after)
+    result = grade(name, source)
+    assert not result.passed
+    assert reason in result.reason, result.reason
+    assert "\n" not in result.reason
+
+
+def test_a_hanging_pool_fails_its_own_exercise_after_its_deadline():
+    source = solution("worker_pool").replace("            thread.join()\n",
+                                             "            thread.join()\n        threading.Event().wait()\n")
+    module_name, exercise = registry.find_exercise("worker_pool")
+    result = runner.grade(source, module_name, exercise, "test cell", timeout=3)
+    assert not result.passed
+    assert result.reason.startswith("stopped after its 3 s deadline"), result.reason
+
+
+def test_reference_solutions_pass():
+    for name in ("worker_pool", "fair_priority_queue", "retry"):
+        result = grade(name, solution(name))
+        assert (result.passed, result.reason) == (True, ""), name

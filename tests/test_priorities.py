@@ -1,0 +1,155 @@
+"""Lesson 05's designs on real Dramatiq workers, real Redis and a real SMTP sink.
+
+Orders and shares are asserted with wide margins; every wait has a deadline
+(run_design's ``timeout``) and names what it waited for.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import redis
+
+from shared.priorities import ActorPlan, Design, DesignError, WorkerGroup, WorkersFailed, run_design
+from shared.priorities.report import comparison_table
+from shared.redis_server import redis_url, stop_embedded
+from shared.smtp_sink import SmtpSink
+
+BACKLOG = 30
+SEPARATE = Design("separate queues", reset=ActorPlan("urgent", 0),
+                  newsletter=ActorPlan("bulk", 10),
+                  workers=(WorkerGroup(("urgent",)), WorkerGroup(("bulk",))))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_redis():
+    """One Redis for the module; an embedded one is stopped when the module is done."""
+    yield redis_url()
+    stop_embedded()
+
+
+@pytest.fixture
+def sink20():
+    """A mail provider taking 20 ms an email: a backlog of 30 lasts well over a worker's poll."""
+    with SmtpSink(delay=0.02) as running:
+        yield running
+
+
+def run(design, sink, **options):
+    options = {"newsletter": BACKLOG, "timeout": 60.0, **options}
+    return run_design(design, smtp_host=sink.host, smtp_port=sink.port, **options)
+
+
+def namespaced_keys() -> set[bytes]:
+    client = redis.Redis.from_url(redis_url())
+    try:
+        return set(client.scan_iter(match="lesson05-*", count=1000))
+    finally:
+        client.close()
+
+
+# -- designs are checked before anything runs ----------------------------------
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: ActorPlan("has space"), "not a queue name"),
+    (lambda: ActorPlan("emails", priority="high"), "whole number"),
+    (lambda: WorkerGroup(("emails",), threads=0), "threads must be"),
+    (lambda: WorkerGroup((), threads=1), "at least one queue"),
+    (lambda: WorkerGroup(("emails",), prefetch=0), "prefetch must be"),
+    (lambda: Design("x", reset=ActorPlan("urgent")), "no worker group reads queue 'urgent'"),
+    (lambda: Design("x", workers=(WorkerGroup(("emails", "spare")),)), "'spare'"),
+    (lambda: Design(""), "short name"),
+])
+def test_bad_designs_say_what_to_change(make, words):
+    with pytest.raises(DesignError, match=words):
+        make()
+
+
+def test_a_design_travels_as_json():
+    assert Design.from_json(SEPARATE.to_json()) == SEPARATE
+    assert SEPARATE.threads == 2
+    assert "worker group 2: 1 thread on bulk (prefetch 2)" in SEPARATE.describe()
+
+
+def test_the_worker_module_needs_its_environment():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEFER_")}
+    done = subprocess.run([sys.executable, "-m", "shared.priorities.worker", "--queues", "x"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "DEFER_PRIORITIES_NAMESPACE" in done.stderr and "run_design()" in done.stderr
+
+
+# -- what priority does, measured ----------------------------------------------
+
+def test_default_prefetch_the_reset_waits_for_the_backlog(sink20):
+    outcome = run(Design("one queue"), sink20)
+    assert len(outcome.jobs) == BACKLOG + 1 and not outcome.failed
+    assert len(sink20.inbox) == BACKLOG + 1
+    # prefetch 2 with one thread: it can overtake at most the one copy held
+    assert len(outcome.ran_before_reset) >= len(outcome.waiting_when_reset_sent) - 1
+    assert outcome.order[-2:].count("R") == 1
+
+
+def test_prefetch_holding_the_backlog_lets_the_reset_overtake(sink20):
+    big = Design("big prefetch", workers=(WorkerGroup(prefetch=BACKLOG + 10),))
+    outcome = run(big, sink20)
+    assert outcome.share_waited_for < 0.3, outcome.order
+    assert outcome.order.index("R") < BACKLOG // 2
+
+
+def test_without_priority_a_big_prefetch_changes_nothing(sink20):
+    same = Design("no priority", reset=ActorPlan("emails", 0), newsletter=ActorPlan("emails", 0),
+                  workers=(WorkerGroup(prefetch=BACKLOG + 10),))
+    outcome = run(same, sink20)
+    assert outcome.order[-1] == "R", outcome.order
+
+
+def test_all_sent_before_the_worker_starts_the_first_fetch_is_sorted(sink20):
+    big = Design("big prefetch", workers=(WorkerGroup(prefetch=BACKLOG + 10),))
+    outcome = run(big, sink20, reset_after=0)
+    assert outcome.order[0] == "R", outcome.order
+    small = run(Design("default prefetch"), sink20, reset_after=0)
+    assert small.order[:2] == ["N1", "N2"], small.order
+
+
+def test_separate_queues_meet_the_target_and_leave_the_urgent_worker_idle():
+    # 20 ms an email: the shared queue's backlog (~0.3 s) dwarfs an idle worker's poll (<= 0.1 s)
+    with SmtpSink(delay=0.02) as sink:
+        shared_queue = run(Design("one queue, 2 threads", workers=(WorkerGroup(threads=2),)), sink)
+        separate = run(SEPARATE, sink)
+    assert {job.group for job in separate.jobs if job.kind == "reset"} == {0}
+    assert {job.group for job in separate.newsletter} == {1}
+    assert separate.reset_wait * 2 < shared_queue.reset_wait, (separate.reset_wait, shared_queue.reset_wait)
+    assert separate.busy_share(0) * 3 < separate.busy_share(1)
+    table = comparison_table([shared_queue, separate], target=0.5)
+    assert table.splitlines()[0].startswith("design") and len(table.splitlines()) == 3
+
+
+def test_the_dramatiq_command_runs_the_same_design(fast_sink):
+    outcome = run(SEPARATE, fast_sink, newsletter=10, cli=True)
+    assert len(outcome.jobs) == 11 and not outcome.failed
+    assert {job.group for job in outcome.jobs if job.kind == "reset"} == {0}
+
+
+def test_a_failed_email_is_recorded_not_retried(taken_port):
+    outcome = run_design(Design("dead provider"), newsletter=3, smtp_host="127.0.0.1",
+                         smtp_port=taken_port, timeout=60)
+    assert len(outcome.jobs) == 4
+    assert all(job.error for job in outcome.jobs)
+
+
+def test_a_deadline_names_what_it_waited_for_and_cleans_up(fast_sink):
+    before = namespaced_keys()
+    with pytest.raises(WorkersFailed, match="all 201 emails"):
+        run(Design("too slow"), fast_sink, newsletter=200, timeout=1.5)
+    assert namespaced_keys() <= before
+
+
+@pytest.mark.parametrize("bad, words", [({"newsletter": 0}, "newsletter"),
+                                        ({"reset_after": 99}, "reset_after")])
+def test_bad_run_options(fast_sink, bad, words):
+    with pytest.raises(ValueError, match=words):
+        run(Design("x"), fast_sink, **bad)

@@ -1,0 +1,339 @@
+"""shared.retries: the flaky mail servers, the retry policy, the backoff formula and the lab."""
+
+from __future__ import annotations
+
+import random
+import smtplib
+import socket
+import threading
+import time
+
+import pytest
+from dramatiq.common import compute_backoff
+
+from shared.redis_server import stop_embedded
+from shared.retries.backoff import (DEFAULT_MAX_BACKOFF, DEFAULT_MAX_RETRIES, DEFAULT_MIN_BACKOFF,
+                                    backoff_window, plot_waits, total_window)
+from shared.retries.flaky_smtp import FlakySmtp, SilentSmtp
+from shared.retries.lab import LabTimeout, RetryLab
+from shared.retries.mail import send_welcome
+from shared.retries.policy import EMAIL_MAX_RETRIES, is_transient, retry_email
+from shared.web import free_port
+
+DEADLINE = 20.0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_redis_left_behind():
+    """The labs may start an embedded Redis: stop it before the run's leftover check."""
+    yield
+    stop_embedded()
+
+
+# -- the flaky provider ---------------------------------------------------------
+
+def _send(smtp, address, **kwargs):
+    send_welcome(address, host=smtp.host, port=smtp.port, timeout=5, **kwargs)
+
+
+def test_fail_first_refuses_each_address_k_times_with_a_transient_answer():
+    with FlakySmtp(fail_first=2) as smtp:
+        for _ in range(2):
+            with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+                _send(smtp, "ada@example.com")
+            assert refused.value.recipients["ada@example.com"][0] == 451
+        _send(smtp, "ada@example.com")
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            _send(smtp, "grace@example.com")  # counted per address
+        assert smtp.answers_for("ada@example.com") == [451, 451, 250]
+        assert smtp.received("ada@example.com") == 1
+        assert smtp.received("grace@example.com") == 0
+
+
+def test_bounced_addresses_get_a_permanent_answer_every_time():
+    with FlakySmtp(bounce={"Nobody@Example.com"}) as smtp:
+        for _ in range(3):
+            with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+                _send(smtp, "nobody@example.com")
+            assert refused.value.recipients["nobody@example.com"][0] == 550
+        _send(smtp, "ada@example.com")
+        assert [m.recipient for m in smtp.inbox] == ["ada@example.com"]
+
+
+def test_a_lost_reply_delivers_the_message_yet_the_sender_sees_an_error():
+    with FlakySmtp(lose_replies=1) as smtp:
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            _send(smtp, "ada@example.com")
+        assert smtp.received("ada@example.com") == 1
+        _send(smtp, "ada@example.com")  # the retry
+        assert smtp.received("ada@example.com") == 2
+        assert smtp.answers_for("ada@example.com") == [0, 250]
+
+
+def test_dedupe_drops_a_message_id_it_has_accepted_before():
+    with FlakySmtp(lose_replies=1, dedupe=True) as smtp:
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            _send(smtp, "ada@example.com", message_id="<job-1@defer.example>")
+        _send(smtp, "ada@example.com", message_id="<job-1@defer.example>")
+        _send(smtp, "ada@example.com", message_id="<job-2@defer.example>")
+        assert [m.message_id for m in smtp.inbox] == ["<job-1@defer.example>",
+                                                       "<job-2@defer.example>"]
+
+
+def test_refuse_share_refuses_about_that_share_and_is_seeded():
+    def codes(seed):
+        with FlakySmtp(refuse_share=0.5, seed=seed) as smtp:
+            for i in range(60):
+                try:
+                    _send(smtp, f"user{i}@example.com")
+                except smtplib.SMTPRecipientsRefused:
+                    pass
+            return [a.code for a in smtp.answers]
+    first, again = codes(1), codes(1)
+    assert first == again
+    assert 15 <= first.count(451) <= 45, first
+
+
+@pytest.mark.parametrize("kwargs", [{"fail_first": -1}, {"refuse_share": 1.5}, {"delay": -1},
+                                    {"lose_replies": -2}])
+def test_bad_settings_are_refused_with_a_message(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        FlakySmtp(**kwargs)
+
+
+def test_a_silent_server_holds_a_client_until_its_timeout_or_its_stop():
+    with SilentSmtp() as silent:
+        start = time.monotonic()
+        with pytest.raises((smtplib.SMTPServerDisconnected, TimeoutError)):
+            send_welcome("ada@example.com", host=silent.host, port=silent.port, timeout=0.3)
+        assert time.monotonic() - start < DEADLINE
+        errors = []
+
+        def blocked():
+            try:
+                send_welcome("ada@example.com", host=silent.host, port=silent.port, timeout=None)
+            except OSError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=blocked)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive(), "a client with no timeout should still wait"
+        silent.stop()
+        thread.join(DEADLINE)
+        assert not thread.is_alive(), f"the client was not freed within {DEADLINE} s of the stop"
+        assert errors
+
+
+# -- the policy -------------------------------------------------------------------
+
+@pytest.mark.parametrize("exc, transient", [
+    (smtplib.SMTPRecipientsRefused({"a@x.io": (451, b"later")}), True),
+    (smtplib.SMTPRecipientsRefused({"a@x.io": (550, b"no")}), False),
+    (smtplib.SMTPRecipientsRefused({"a@x.io": (451, b""), "b@x.io": (550, b"")}), False),
+    (smtplib.SMTPDataError(421, b"busy"), True),
+    (smtplib.SMTPDataError(554, b"spam"), False),
+    (smtplib.SMTPServerDisconnected("closed"), True),
+    (smtplib.SMTPNotSupportedError("no STARTTLS"), False),
+    (ConnectionRefusedError(111, "refused"), True),
+    (TimeoutError("timed out"), True),
+    (KeyError("email"), False),
+])
+def test_is_transient(exc, transient):
+    assert is_transient(exc) is transient
+
+
+def test_retry_email_is_bounded():
+    refused = ConnectionRefusedError(111, "refused")
+    assert [retry_email(k, refused) for k in range(EMAIL_MAX_RETRIES + 2)] == \
+        [True] * EMAIL_MAX_RETRIES + [False, False]
+
+
+# -- the formula ------------------------------------------------------------------
+
+@pytest.mark.parametrize("retries, window", [(0, (100, 200)), (2, (400, 800)), (3, (500, 1000)),
+                                             (5, (500, 1000)), (40, (500, 1000))])
+def test_backoff_window_by_hand(retries, window):
+    assert backoff_window(retries, 100, 1000) == window
+
+
+def test_dramatiq_draws_always_fall_inside_the_window():
+    random.seed(6)
+    for min_backoff, max_backoff in [(50, 800), (100, 1000), (15_000, DEFAULT_MAX_BACKOFF), (7, 7)]:
+        for retries in range(25):
+            low, high = backoff_window(retries, min_backoff, max_backoff)
+            draws = [compute_backoff(retries, factor=min_backoff, max_backoff=max_backoff)[1]
+                     for _ in range(200)]
+            assert low - 1 <= min(draws) and max(draws) <= high, (retries, min_backoff, max_backoff)
+
+
+def test_the_defaults_take_weeks_to_give_up():
+    assert (DEFAULT_MAX_RETRIES, DEFAULT_MIN_BACKOFF) == (20, 15_000)
+    low, high = total_window()
+    assert 20 * 86_400_000 < low < high == 2 * low
+
+
+def test_backoff_window_refuses_negative_retries():
+    with pytest.raises(ValueError, match="from 0"):
+        backoff_window(-1, 100, 1000)
+
+
+def test_plot_waits_draws_a_small_figure():
+    fig = plot_waits([(0, 0.06), (1, 0.15), (2, 0.5)], min_backoff=50, max_backoff=400)
+    assert len(fig.axes) == 1 and fig.axes[0].collections
+    assert fig.dpi == 90
+
+
+# -- the lab ------------------------------------------------------------------------
+
+def test_the_lab_retries_gives_up_and_requeues_a_dead_letter():
+    threads_before = set(threading.enumerate())
+    with FlakySmtp(fail_first=2, bounce={"nobody@example.com"}) as smtp:
+        lab = RetryLab()
+        try:
+            @lab.actor(max_retries=2, min_backoff=20, max_backoff=100)
+            def welcome(address):
+                send_welcome(address, host=smtp.host, port=smtp.port)
+
+            lab.start()
+            welcome.send("ada@example.com")
+            dead = welcome.send("nobody@example.com")
+            lab.wait(timeout=DEADLINE)
+            assert [a.outcome for a in lab.attempts(args=("ada@example.com",))] == \
+                ["retry", "retry", "done"]
+            assert [a.number for a in lab.attempts(args=("nobody@example.com",))] == [1, 2, 3]
+            assert all(a.delay is not None for a in lab.attempts() if a.outcome == "retry")
+            [letter] = lab.dead_letters()
+            assert (letter.actor, letter.args) == ("welcome", ("nobody@example.com",))
+            assert lab.status(dead.message_id)["status"] == "failed"
+            assert "550" in lab.status(dead.message_id)["error"]
+            assert all(level != "ERROR" or "welcome" in text for level, text in lab.log)
+
+            smtp.bounce.clear()
+            lab.requeue(letter)
+            with pytest.raises(ValueError, match="requeued already"):
+                lab.requeue(letter)
+            lab.wait(timeout=DEADLINE)
+            assert lab.status(dead.message_id) == {"status": "done", "attempts": 4, "error": None}
+            assert lab.dead_letters() == []
+            client, namespace = lab.broker.client, lab.namespace
+            assert list(client.scan_iter(match=f"{namespace}:*"))
+        finally:
+            lab.close()
+        assert not list(client.scan_iter(match=f"{namespace}:*")), "close() left keys in Redis"
+    deadline = time.monotonic() + DEADLINE
+    while {t for t in threading.enumerate() if t.is_alive()} - threads_before:
+        assert time.monotonic() < deadline, "the lab's worker threads outlived close()"
+        time.sleep(0.05)
+
+
+def test_waiting_on_default_backoff_fails_with_a_deadline_that_explains():
+    with FlakySmtp(fail_first=1) as smtp, RetryLab() as lab:
+        @lab.actor
+        def welcome(address):
+            send_welcome(address, host=smtp.host, port=smtp.port)
+
+        lab.start()
+        welcome.send("ada@example.com")
+        with pytest.raises(LabTimeout, match="min_backoff"):
+            lab.wait(timeout=1.0)
+        [attempt] = lab.attempts()
+        assert attempt.outcome == "retry" and attempt.delay >= DEFAULT_MIN_BACKOFF / 1000
+
+
+def test_two_labs_at_once_never_share_messages():
+    with FlakySmtp() as smtp, RetryLab() as one, RetryLab() as two:
+        for lab in (one, two):
+            @lab.actor(max_retries=0)
+            def welcome(address):
+                send_welcome(address, host=smtp.host, port=smtp.port)
+            lab.start()
+        one.broker.get_actor("welcome").send("one@example.com")
+        two.broker.get_actor("welcome").send("two@example.com")
+        one.wait(timeout=DEADLINE)
+        two.wait(timeout=DEADLINE)
+        assert [a.args for a in one.attempts()] == [("one@example.com",)]
+        assert [a.args for a in two.attempts()] == [("two@example.com",)]
+        assert one.namespace != two.namespace
+
+
+def test_a_lab_refuses_zero_worker_threads():
+    with pytest.raises(ValueError, match="worker_threads"):
+        RetryLab(worker_threads=0)
+
+
+def test_a_refused_connection_is_retried_then_dead():
+    port = free_port()
+    with RetryLab() as lab:
+        @lab.actor(retry_when=retry_email, min_backoff=10, max_backoff=40)
+        def welcome(address):
+            send_welcome(address, host="127.0.0.1", port=port, timeout=2)
+
+        lab.start()
+        welcome.send("ada@example.com")
+        lab.wait(timeout=DEADLINE)
+        outcomes = [a.outcome for a in lab.attempts()]
+        assert outcomes == ["retry"] * EMAIL_MAX_RETRIES + ["dead"]
+        assert "Connection refused" in lab.attempts()[-1].error
+
+
+def test_silent_server_is_reachable_but_mute():
+    with SilentSmtp() as silent:
+        with socket.create_connection((silent.host, silent.port), timeout=2) as conn:
+            conn.settimeout(0.2)
+            with pytest.raises(TimeoutError):
+                conn.recv(1)
+
+
+# -- the retrying mode ----------------------------------------------------------------
+
+def test_retrying_mode_shows_retries_dead_letters_and_a_requeue_through_the_app():
+    import httpx
+
+    from shared.app import create_app, state
+    from shared.web import BackgroundServer
+
+    with FlakySmtp(fail_first=2, bounce={"nobody@example.com"}) as smtp:
+        app = create_app("retrying", smtp_host=smtp.host, smtp_port=smtp.port, min_backoff=20,
+                         max_backoff=100, workers=2)
+        server = BackgroundServer(app).start()
+        runner = state(app).runner
+        try:
+            ids = {}
+            for address in ("ada@example.com", "nobody@example.com"):
+                answer = httpx.post(f"{server.url}/signup", json={"email": address}, timeout=DEADLINE)
+                assert answer.status_code == 202
+                ids[address] = answer.json()["jobs"]["welcome_email"]
+            assert runner.wait(timeout=DEADLINE), "jobs still unfinished at the deadline"
+
+            def status(address):
+                return httpx.get(f"{server.url}/jobs/{ids[address]}", timeout=DEADLINE).json()
+
+            assert (status("ada@example.com")["status"], status("ada@example.com")["attempts"]) == \
+                ("done", 3)
+            dead = status("nobody@example.com")
+            assert (dead["status"], dead["attempts"]) == ("failed", 1)
+            assert "550" in dead["error"]
+            [letter] = runner.dead_letters()
+            smtp.bounce.clear()
+            assert runner.requeue(letter) == ids["nobody@example.com"]
+            assert runner.wait(timeout=DEADLINE), "the requeued job did not finish"
+            again = status("nobody@example.com")
+            # fail_first counts the bounced attempt too: one more 451, then 250
+            assert (again["status"], again["attempts"], again["error"]) == ("done", 3, None)
+            assert runner.dead_letters() == []
+            assert sorted(m.recipient for m in smtp.inbox) == ["ada@example.com", "nobody@example.com"]
+        finally:
+            server.stop()
+            closed = state(app).close(timeout=DEADLINE)
+        assert closed.unfinished == 0
+
+
+@pytest.mark.parametrize("options, word", [({"workers": 0}, "workers"),
+                                           ({"max_retries": -1}, "max_retries"),
+                                           ({"min_backoff": 0}, "min_backoff")])
+def test_retrying_mode_refuses_bad_options(options, word):
+    from shared.app import create_app
+
+    with pytest.raises(ValueError, match=word):
+        create_app("retrying", **options)

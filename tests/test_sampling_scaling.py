@@ -1,0 +1,105 @@
+"""Sampler (threads and memory over time), pool scaling measurements, and lesson 02's figures."""
+
+import threading
+import time
+from functools import partial
+
+import psutil
+import pytest
+
+from shared.jobs import send_welcome_email
+from shared.queue_plots import plot_backoff, plot_queue_waits, plot_scaling, plot_threads_and_memory
+from shared.sampling import Sampler
+from shared.smtp_sink import SmtpSink
+from shared.scaling import Point, count_primes, measure
+from shared.store import JobStatus
+
+
+def test_the_sampler_sees_threads_come_and_go_and_stops_its_own():
+    release = threading.Event()
+    with Sampler(interval=0.005, extra={"answer": lambda: 42}) as watch:
+        time.sleep(0.05)
+        sleepers = [threading.Thread(target=release.wait, args=(10,)) for _ in range(20)]
+        for thread in sleepers:
+            thread.start()
+        time.sleep(0.1)
+        release.set()
+        for thread in sleepers:
+            thread.join(10)
+        time.sleep(0.05)
+    assert watch.peak("threads") >= watch.first("threads") + 20
+    assert watch.samples[-1].threads == watch.first("threads")
+    assert watch.peak("answer") == 42 and watch.peak("rss") > 0
+    assert not [t for t in threading.enumerate() if t.name == "sampler"]
+    times = [sample.t for sample in watch.samples]
+    assert times == sorted(times) and len(times) >= 10
+
+
+def test_the_sampler_refuses_nonsense():
+    with pytest.raises(ValueError, match="interval"):
+        Sampler(interval=0)
+    with pytest.raises(ValueError, match="with block"):
+        Sampler().peak("threads")
+
+
+def test_count_primes_counts_primes():
+    assert [count_primes(n) for n in (2, 3, 10, 100)] == [0, 1, 4, 25]
+
+
+def test_waiting_jobs_scale_with_threads():
+    with SmtpSink(delay=0.1) as sink:
+        email = partial(send_welcome_email, smtp_host=sink.host, smtp_port=sink.port)
+        one, four = measure(email, [f"u{n}@example.com" for n in range(8)], [1, 4])
+        assert (one.workers, four.workers, one.jobs) == (1, 4, 8)
+        assert four.rate > 2 * one.rate  # ideal 4x; wide margin for a busy machine
+        assert len(sink.inbox) == 16
+
+
+def test_processes_run_pure_python_and_time_their_startup_apart():
+    points = measure(count_primes, [2_000] * 4, [1, 2], kind="processes")
+    assert [(p.kind, p.workers, p.jobs) for p in points] == [("processes", 1, 4), ("processes", 2, 4)]
+    assert points[0].startup > 0 and points[1].startup == 0  # one pool, started once
+    assert all(p.seconds > 0 for p in points)
+    assert not psutil.Process().children()  # the pool and spawn's helper are gone
+
+
+@pytest.mark.parametrize("args, rule", [
+    (([], [1]), "inputs is empty"), (([1], [0]), "pool_sizes"), (([1], [1], "fibers"), "kind"),
+    (([1], [1], "threads", 0), "repeat"),
+])
+def test_measure_names_what_is_wrong(args, rule):
+    inputs, sizes, *rest = args
+    options = dict(zip(("kind", "repeat"), rest))
+    with pytest.raises(ValueError, match=rule):
+        measure(count_primes, inputs, sizes, **options)
+
+
+def test_repeat_keeps_the_fastest_run_of_each_size():
+    calls = []
+
+    def job(x):
+        calls.append(x)
+        time.sleep(0.01 if len(calls) > 2 else 0.2)  # the first run of size 1 is slow
+
+    [point] = measure(job, [1, 2], [1], repeat=3)
+    assert len(calls) == 6
+    assert point.seconds < 0.15
+
+
+def test_the_figures_draw_what_they_are_given():
+    with Sampler(interval=0.005) as watch:
+        time.sleep(0.03)
+    fig = plot_threads_and_memory(watch, xmax=1.0)
+    assert fig.axes[1].get_xlim() == (0, 1.0)
+    jobs = [JobStatus(f"j{n}", kind, "done", 1, None, 100.0 + n, 100.5 + n, 101.0 + n)
+            for n, kind in enumerate(["welcome_email", "avatar", "welcome_email"])]
+    fig = plot_queue_waits(jobs, xmax=5)
+    assert len(fig.axes[0].patches) == 6  # a wait bar and a run bar per job
+    points = {"email": [Point("threads", w, 8, 8 / w, 0.0) for w in (1, 2, 4)]}
+    fig = plot_scaling(points, cores=2)
+    speedups = fig.axes[0].lines[-1].get_ydata()
+    assert list(speedups) == pytest.approx([1, 2, 4])
+    fig = plot_backoff([(1, 0.05), (2, 0.15)], base=0.1, cap=0.4)
+    assert len(fig.axes[0].collections[-1].get_offsets()) == 2
+    import matplotlib.pyplot as plt
+    plt.close("all")
