@@ -12,10 +12,12 @@ Everything lives under one key prefix per app run (``defer:3f9a1c2e``):
 - ``<prefix>:once:<job id>``: an idempotency key (``SET ... NX EX``).
 
 Modules: :mod:`~shared.redis_queue.queue` (keys, producer),
-:mod:`~shared.redis_queue.worker` (the naive and the reliable loop),
-:mod:`~shared.redis_queue.reaper` (dead workers' jobs back to the queue),
-:mod:`~shared.redis_queue.pool` (worker processes), and
-:mod:`~shared.redis_queue.pickle_demo` (why jobs travel as JSON).
+:mod:`~shared.redis_queue.worker` (the naive and the reliable loop, the
+heartbeat), :mod:`~shared.redis_queue.reaper` (dead workers' jobs back to the
+queue), :mod:`~shared.redis_queue.pool` (worker processes),
+:mod:`~shared.redis_queue.pickle_demo` (why jobs travel as JSON), and for
+lesson 03: :mod:`~shared.redis_queue.demo` (crashes at chosen moments) and
+:mod:`~shared.redis_queue.measure` (enqueue cost, scaling with workers).
 Run a worker with ``python -m shared.redis_queue --help``.
 """
 
