@@ -15,6 +15,7 @@ MODE ?= blocking
 JOBS ?= 2
 WORKERS ?=
 QUEUE_SIZE ?=
+REFUSE ?=
 PORT ?= 8000
 NOTEBOOKS ?= exercises
 SOLUTIONS ?= solutions
@@ -77,7 +78,8 @@ exercises: $(STAMP)
 
 serve: $(STAMP)
 	@$(PY) -m shared.serve --mode $(MODE) --port $(PORT) \
-	  $(if $(WORKERS),--workers $(WORKERS)) $(if $(QUEUE_SIZE),--queue-size $(QUEUE_SIZE))
+	  $(if $(WORKERS),--workers $(WORKERS)) $(if $(QUEUE_SIZE),--queue-size $(QUEUE_SIZE)) \
+	  $(if $(REFUSE),--refuse-share $(REFUSE))
 
 notebooks: $(STAMP)
 	$(PY) -m shared.notebooks lessons/*.ipynb solutions/*.ipynb

@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from shared.app import create_app, state
 from shared.modes import MODES
 from shared.redis_server import RedisUnavailable, mask_password
-from shared.smtp_sink import SmtpSink
+from shared.smtp_sink import SmtpSink, refuse_share
 from shared.web import BackgroundServer, PortInUse
 
 DRAIN_SECONDS = 10.0
@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     _print_mode_messages()
     with ExitStack() as stack:
         try:
-            sink = stack.enter_context(SmtpSink(delay=args.email_delay, on_delivery=_print_delivery))
+            refuse = refuse_share(args.refuse_share) if args.refuse_share else None
+            sink = stack.enter_context(SmtpSink(delay=args.email_delay, refuse=refuse,
+                                                on_delivery=_print_delivery))
             app = create_app(args.mode, smtp_host=sink.host, smtp_port=sink.port,
                              **_mode_options(args))
             server = BackgroundServer(app, threaded=not args.single_thread, host=args.host,
@@ -83,6 +85,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--email-delay", type=float, default=0.5,
                         help="seconds the SMTP sink takes to accept a message (default 0.5)")
+    parser.add_argument("--refuse-share", type=float, default=0.0, metavar="SHARE",
+                        help="the SMTP sink refuses this share of attempts with 451 "
+                             "(e.g. 0.5), to watch retries")
     parser.add_argument("--workers", type=int, default=None,
                         help="worker threads or processes, for the modes that have workers")
     parser.add_argument("--queue-size", type=int, default=None,
@@ -90,6 +95,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--single-thread", action="store_true",
                         help="answer one request at a time (default: a thread per request)")
     args = parser.parse_args(argv)
+    if not 0 <= args.refuse_share < 1:
+        parser.error(f"--refuse-share must be at least 0 and below 1, got {args.refuse_share}")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be between 0 and 65535, got {args.port}")
     return args
@@ -112,7 +119,8 @@ def _print_banner(args, server: BackgroundServer, sink: SmtpSink, app) -> None:
     say(f"mode:    {args.mode} ({kind} server)\n"
         f"jobs:    {state_runner_line}\n"
         f"app:     {server.url}\n"
-        f"smtp:    {sink.host}:{sink.port} (answers after {sink.delay:g} s)\n"
+        f"smtp:    {sink.host}:{sink.port} (answers after {sink.delay:g} s"
+        f"{f', refuses {args.refuse_share:.0%} of attempts with 451' if args.refuse_share else ''})\n"
         f"{redis}"
         f"try:     curl -i -X POST {server.url}/signup -H 'Content-Type: application/json' "
         f"-d '{{\"email\": \"ada@example.com\"}}'\n"

@@ -36,10 +36,10 @@ def _wait_healthy(url: str, process, timeout: float = 15) -> None:
 
 
 @contextmanager
-def _serving(mode: str, email_delay: float):
+def _serving(mode: str, email_delay: float, extra: tuple[str, ...] = ()):
     """Run `make serve`'s command on a free port; never leave it running."""
     port = free_port()
-    process = _start("--mode", mode, "--port", str(port), "--email-delay", str(email_delay))
+    process = _start("--mode", mode, "--port", str(port), "--email-delay", str(email_delay), *extra)
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(url, process)
@@ -130,3 +130,13 @@ def test_ctrl_c_under_load_answers_every_request_in_flight():
     for line in lines:  # every log line whole: one event per line, never two glued together
         assert line.count(" -> ") <= 1 and line.count("mail to") <= 1, line
     assert lines[-1] == "stopped."
+
+
+def test_a_refusing_sink_is_announced_and_a_silly_share_refused():
+    with _serving("blocking", email_delay=0.0, extra=("--refuse-share", "0.5")) as (process, url):
+        output = _stop(process)
+    assert "refuses 50% of attempts with 451" in output
+    result = subprocess.run([sys.executable, "-m", "shared.serve", "--refuse-share", "1"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "--refuse-share must be at least 0 and below 1" in result.stderr
