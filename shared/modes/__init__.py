@@ -21,9 +21,9 @@ MODES: dict[str, type[Runner]] = {
     "blocking": Inline,
     "nowait": FireAndForget,
     "thread-queue": ThreadQueue,
+    "redis-queue": RedisQueueRunner,
     "dramatiq": DramatiqActors,
     "retrying": Retrying,
-    "redis-queue": RedisQueueRunner,
 }
 
 
