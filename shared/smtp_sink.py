@@ -162,32 +162,15 @@ class SmtpSink:
         return self._controller is not None
 
     def start(self) -> "SmtpSink":
-        if self._controller is not None:
-            return self
-        asked = self.port
-        for _ in range(5):
-            port = asked or free_port(self.host)
-            # server_hostname skips a reverse-DNS lookup that can hang offline.
-            controller = Controller(_SlowHandler(self), hostname=self.host, port=port,
-                                    server_hostname="sink.localhost", ready_timeout=5.0)
-            try:
-                controller.start()
-            except OSError as exc:
-                _close_loop(controller)
-                if exc.errno != errno.EADDRINUSE:
-                    raise
-                if asked:
-                    raise PortInUse(self.host, asked, what="the SMTP sink") from None
-                continue  # a free port was taken meanwhile: pick another
-            self.port, self._controller = port, controller
-            return self
-        raise RuntimeError("could not find a free port for the SMTP sink")
+        if self._controller is None:
+            self.port, self._controller = start_controller(
+                _SlowHandler(self), self.host, self.port, server_hostname="sink.localhost",
+                what="the SMTP sink")
+        return self
 
     def stop(self) -> None:
         controller, self._controller = self._controller, None
-        if controller is not None:
-            controller.stop()
-            _close_loop(controller)
+        stop_controller(controller)
 
     def _deliver(self, message: Delivered) -> None:
         with self._lock:
@@ -205,6 +188,38 @@ class SmtpSink:
         state = f"{self.host}:{self.port}" if self.running else "stopped"
         refuse = f" refuse={getattr(self.refuse, '__name__', 'custom')}" if self.refuse else ""
         return f"<SmtpSink {state} delay={self.delay}s{refuse} inbox={len(self.inbox)}>"
+
+
+def start_controller(handler, host: str, asked_port: int, *, server_hostname: str,
+                     what: str) -> tuple[int, Controller]:
+    """Start an aiosmtpd server for ``handler``; return its port and controller.
+
+    ``asked_port`` 0 picks a free port (and another if that one is taken
+    meanwhile); a taken ``asked_port`` raises :class:`PortInUse` naming ``what``.
+    ``server_hostname`` skips a reverse-DNS lookup that can hang offline.
+    """
+    for _ in range(5):
+        port = asked_port or free_port(host)
+        controller = Controller(handler, hostname=host, port=port,
+                                server_hostname=server_hostname, ready_timeout=5.0)
+        try:
+            controller.start()
+        except OSError as exc:
+            _close_loop(controller)
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            if asked_port:
+                raise PortInUse(host, asked_port, what=what) from None
+            continue  # a free port was taken meanwhile: pick another
+        return port, controller
+    raise RuntimeError(f"could not find a free port for {what}")
+
+
+def stop_controller(controller: Controller | None) -> None:
+    """Stop a server :func:`start_controller` started (None: nothing to do)."""
+    if controller is not None:
+        controller.stop()
+        _close_loop(controller)
 
 
 def _close_loop(controller: Controller) -> None:

@@ -15,6 +15,7 @@ from shared.grading.exercise import Exercise
 LESSONS: dict[str, str] = {
     "01_": "shared.grading.lesson01",
     "02_": "shared.grading.lesson02",
+    "03_": "shared.grading.lesson03",
     "04_": "shared.grading.lesson04",
     "05_": "shared.grading.lesson05",
     "06_": "shared.grading.lesson06",

@@ -12,6 +12,7 @@ from shared.modes.base import Closed, QueueFull, Runner
 from shared.modes.dramatiq_actors import DramatiqActors
 from shared.modes.fire_and_forget import FireAndForget
 from shared.modes.inline import Inline
+from shared.modes.redis_queue import RedisQueueRunner
 from shared.modes.retrying import Retrying
 from shared.modes.thread_pool import ThreadQueue
 
@@ -20,6 +21,7 @@ MODES: dict[str, type[Runner]] = {
     "blocking": Inline,
     "nowait": FireAndForget,
     "thread-queue": ThreadQueue,
+    "redis-queue": RedisQueueRunner,
     "dramatiq": DramatiqActors,
     "retrying": Retrying,
 }

@@ -23,7 +23,6 @@ provider that holds a worker thread forever.
 from __future__ import annotations
 
 import asyncio
-import errno
 import random
 import socket
 import threading
@@ -35,7 +34,7 @@ from typing import Iterable
 
 from aiosmtpd.controller import Controller
 
-from shared.web import PortInUse, free_port
+from shared.smtp_sink import start_controller, stop_controller
 
 TRY_LATER = "451 4.3.0 Mailbox busy, try again later"
 NO_SUCH_MAILBOX = "550 5.1.1 No such mailbox here"
@@ -157,31 +156,15 @@ class FlakySmtp:
         return self._controller is not None
 
     def start(self) -> "FlakySmtp":
-        if self._controller is not None:
-            return self
-        asked = self.port
-        for _ in range(5):
-            port = asked or free_port(self.host)
-            controller = Controller(_Handler(self), hostname=self.host, port=port,
-                                    server_hostname="flaky.localhost", ready_timeout=5.0)
-            try:
-                controller.start()
-            except OSError as exc:
-                _close_loop(controller)
-                if exc.errno != errno.EADDRINUSE:
-                    raise
-                if asked:
-                    raise PortInUse(self.host, asked, what="the flaky SMTP server") from None
-                continue
-            self.port, self._controller = port, controller
-            return self
-        raise RuntimeError("could not find a free port for the flaky SMTP server")
+        if self._controller is None:
+            self.port, self._controller = start_controller(
+                _Handler(self), self.host, self.port, server_hostname="flaky.localhost",
+                what="the flaky SMTP server")
+        return self
 
     def stop(self) -> None:
         controller, self._controller = self._controller, None
-        if controller is not None:
-            controller.stop()
-            _close_loop(controller)
+        stop_controller(controller)
 
     def __enter__(self) -> "FlakySmtp":
         return self.start()
@@ -256,8 +239,3 @@ class SilentSmtp:
     def __repr__(self) -> str:
         return f"<SilentSmtp {self.host}:{self.port}>" if self.running else "<SilentSmtp stopped>"
 
-
-def _close_loop(controller: Controller) -> None:
-    loop = controller.loop
-    if not loop.is_closed() and not loop.is_running():
-        loop.close()

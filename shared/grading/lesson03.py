@@ -1,0 +1,306 @@
+"""Exercises of lesson 03, a durable queue on Redis by hand.
+
+Every test uses the course's real Redis (``redis_url()``), a queue under a
+fresh prefix that it deletes afterwards, and real processes where a crash
+matters: a forked process running the learner's code, or a course worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from shared.grading.exercise import Exercise
+from shared.grading.testkit import call, call_text, describe, function
+from shared.job import Job, new_jobs
+
+NOTEBOOK_PREFIX = "03_"
+DEADLINE = 15.0
+
+
+def _queue():
+    from shared.redis_queue import RedisQueue  # noqa: PLC0415 - Redis only for these tests
+    from shared.redis_server import redis_url  # noqa: PLC0415
+
+    return RedisQueue.fresh(redis_url())
+
+
+def _wait(what: str, predicate, timeout: float = DEADLINE) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what}")
+        time.sleep(0.01)
+    return value
+
+
+def _job(email: str = "ada@example.com", kind: str = "welcome_email") -> Job:
+    return new_jobs(email, "grading", (kind,))[0]
+
+
+# -- take_and_run: the acknowledge step ------------------------------------------------
+
+def test_take_and_run(ns: dict[str, Any]) -> None:
+    take_and_run = function(ns, "take_and_run")
+    queue = _queue()
+    try:
+        _check_empty_queue(take_and_run, queue)
+        _check_order_and_ack(take_and_run, queue)
+        _check_survives_a_kill(take_and_run, queue)
+    finally:
+        queue.delete()
+        queue.close()
+
+
+def _check_empty_queue(take_and_run, queue) -> None:
+    start = time.monotonic()
+    got = call(take_and_run, queue, "w1", lambda raw: None, timeout=0.2)
+    if got is not False:
+        raise AssertionError(f"take_and_run on an empty queue returned {got!r}, expected False")
+    if time.monotonic() - start > 5:
+        raise AssertionError("take_and_run(..., timeout=0.2) on an empty queue took over 5 s: "
+                             "pass timeout to the blocking command")
+
+
+def _check_order_and_ack(take_and_run, queue) -> None:
+    first, second = _job("first@example.com"), _job("second@example.com")
+    queue.enqueue(first)
+    queue.enqueue(second)
+    seen: list[tuple[bytes, list[bytes], list[bytes]]] = []
+
+    def handle(raw: bytes) -> None:
+        seen.append((raw, queue.redis.lrange(queue.processing("w1"), 0, -1),
+                     queue.redis.lrange(queue.queue, 0, -1)))
+
+    got = call(take_and_run, queue, "w1", handle, timeout=1.0)
+    if got is not True or len(seen) != 1:
+        raise AssertionError(f"take_and_run with two jobs queued returned {got!r} and called "
+                             f"handle {len(seen)} time(s); expected True and exactly once")
+    raw, held, waiting = seen[0]
+    if raw != first.to_json().encode():
+        raise AssertionError("handle got the newest job: take the oldest one, from the RIGHT "
+                             "end (the producer LPUSHes on the left)")
+    if held != [raw]:
+        raise AssertionError(f"while handle ran, {queue.processing('w1')!r} held {len(held)} "
+                             "job(s), expected the job itself: BLMOVE it there")
+    if raw in waiting:
+        raise AssertionError("while handle ran, the job was still in the queue too: "
+                             "move it, do not copy it")
+    if queue.redis.llen(queue.processing("w1")):
+        raise AssertionError("after handle returned, the job was still in the processing list: "
+                             "acknowledge it with LREM")
+    if queue.redis.lrange(queue.queue, 0, -1) != [second.to_json().encode()]:
+        raise AssertionError("after one take_and_run, the queue should hold just the other job")
+    queue.redis.delete(queue.queue)
+
+
+def _check_survives_a_kill(take_and_run, queue) -> None:
+    job = _job("crash@example.com")
+    queue.enqueue(job)
+    pid = os.fork()
+    if pid == 0:  # a real worker process running the learner's code; it will be SIGKILLed
+        try:
+            from shared.redis_queue import RedisQueue  # noqa: PLC0415
+
+            take_and_run(RedisQueue(queue.url, queue.prefix), "w2",
+                         lambda raw: time.sleep(60), timeout=5.0)
+        finally:
+            os._exit(0)
+    try:
+        _wait("the forked worker to take the job",
+              lambda: not queue.redis.llen(queue.queue), DEADLINE)
+        time.sleep(0.1)  # let it get into handle()
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    if queue.redis.lrange(queue.processing("w2"), 0, -1) != [job.to_json().encode()]:
+        raise AssertionError("a worker killed inside handle() lost its job: it must still be "
+                             f"in {queue.processing('w2')!r} for the reaper")
+
+
+# -- reaper ----------------------------------------------------------------------------
+
+def test_reaper(ns: dict[str, Any]) -> None:
+    reap_dead_workers = function(ns, "reap_dead_workers")
+    from shared.redis_queue.demo import Demo, kill_mid_job  # noqa: PLC0415
+    from shared.redis_server import redis_url  # noqa: PLC0415
+
+    demo = Demo(redis_url(), email_delay=10)  # the provider holds every message: jobs stay held
+    try:
+        pool = demo.pool("reliable", heartbeat_ttl=1.0)
+        demo.enqueue_emails(["held@example.com", "taken@example.com", "waiting@example.com"])
+        [dead] = pool.start(1)
+        kill_mid_job(dead, demo.store, DEADLINE)  # a real worker, SIGKILLed mid-job
+        [alive] = pool.start(1)
+        queue = demo.queue
+        _wait("the live worker to take a job", lambda: queue.held().get(alive.name))
+        seen: list[Any] = []
+
+        def reaped() -> Any:
+            seen.append(call(reap_dead_workers, queue))
+            if seen[-1] and alive.name in seen[-1]:
+                raise AssertionError(f"reap_dead_workers moved the jobs of {alive.name}, whose "
+                                     "heartbeat is alive")
+            return seen[-1]
+
+        try:
+            recovered = _wait("the dead worker's heartbeat to expire", reaped, DEADLINE)
+        except AssertionError as exc:
+            last = seen[-1] if seen else None
+            raise AssertionError(f"{exc}; reap_dead_workers kept returning {last!r}") from None
+        if recovered != {dead.name: 1}:
+            raise AssertionError(f"reap_dead_workers returned {recovered!r}, expected "
+                                 f"{{{dead.name!r}: 1}} (worker name -> jobs moved back)")
+        line = [Job.from_json(raw).email for raw in queue.redis.lrange(queue.queue, 0, -1)]
+        if line != ["waiting@example.com", "held@example.com"]:
+            raise AssertionError("the dead worker's job is not next in line: move it to the "
+                                 "RIGHT end of the queue, where workers take from")
+        if queue.redis.llen(queue.processing(dead.name)):
+            raise AssertionError(f"{queue.processing(dead.name)!r} still holds a job")
+        if queue.redis.sismember(queue.workers, dead.name):
+            raise AssertionError(f"{dead.name} is still in {queue.workers!r}: remove it (SREM)")
+        if queue.held().get(alive.name) != 1:
+            raise AssertionError(f"the live worker {alive.name} lost its job")
+        again = call(reap_dead_workers, queue)
+        if again:
+            raise AssertionError(f"a second reap_dead_workers returned {again!r}, expected {{}}")
+    finally:
+        for worker in demo.pools[0].workers if demo.pools else []:
+            demo.pools[0].kill(worker)  # they hold slow emails: no point waiting for them
+        demo.close()
+
+
+# -- idempotent_email --------------------------------------------------------------------
+
+def test_idempotent_email(ns: dict[str, Any]) -> None:
+    send_welcome_once = function(ns, "send_welcome_once")
+    from shared.smtp_sink import SmtpSink  # noqa: PLC0415
+
+    queue = _queue()
+    job, other, raced = _job("grace@example.com"), _job("grace@example.com"), _job("race@example.com")
+    try:
+        with SmtpSink(delay=0.0) as sink:
+            args = {"smtp_host": sink.host, "smtp_port": sink.port}
+            first = call(send_welcome_once, queue.redis, job, **args)
+            second = call(send_welcome_once, queue.redis, job, **args)
+            text = call_text("send_welcome_once", "r", job, **args)
+            if len(sink.inbox) != 1:
+                raise AssertionError(f"calling {text} twice sent {len(sink.inbox)} emails, "
+                                     "expected 1")
+            if (first, second) != (True, False):
+                raise AssertionError(f"the two calls returned {first!r} and {second!r}, "
+                                     "expected True (sent) then False (skipped)")
+            keys = _keys_naming(queue, job)
+            if len(keys) != 1:
+                raise AssertionError(f"expected one Redis key holding the job id {job.id}, "
+                                     f"found {len(keys)}")
+            ttl = queue.redis.ttl(keys[0])
+            if not 0 < ttl <= 30 * 24 * 3600:
+                raise AssertionError(f"the key {keys[0].decode()!r} has TTL {ttl}: give it an "
+                                     "expiry (EX), or Redis keeps it forever")
+            if call(send_welcome_once, queue.redis, other, **args) is not True:
+                raise AssertionError("a different job for the same address was skipped: "
+                                     "key on the job id, not the address")
+            _check_race(send_welcome_once, queue, sink, args, raced)
+    finally:
+        for used in (job, other, raced):  # the learner's keys live outside the queue's prefix
+            for key in _keys_naming(queue, used):
+                queue.redis.delete(key)
+        queue.delete()
+        queue.close()
+
+
+def _keys_naming(queue, job: Job) -> list[bytes]:
+    return list(queue.redis.scan_iter(match=f"*{job.id}*"))
+
+
+def _check_race(send_welcome_once, queue, sink, args, job: Job) -> None:
+    before = len(sink.inbox)
+    start = threading.Barrier(6)
+    errors: list[str] = []
+
+    def attempt() -> None:
+        start.wait()
+        try:
+            send_welcome_once(queue.redis, job, **args)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(describe(exc))
+
+    threads = [threading.Thread(target=attempt) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE)
+    if errors:
+        raise AssertionError(f"six attempts at once: one raised {errors[0]}")
+    sent = len(sink.inbox) - before
+    if sent != 1:
+        raise AssertionError(f"six attempts of one job at once sent {sent} emails, expected 1: "
+                             "check and claim in one atomic command (SET ... NX)")
+
+
+# -- strict_decoder ------------------------------------------------------------------------
+
+def test_strict_decoder(ns: dict[str, Any]) -> None:
+    decode_job = function(ns, "decode_job")
+    good = _job("ada@example.com", "avatar")
+    got = call(decode_job, good.to_json().encode())
+    if got != good:
+        raise AssertionError(f"decode_job(<a valid job>) returned {got!r}, expected {good!r}")
+    with tempfile.TemporaryDirectory() as folder:
+        marker = Path(folder) / "ran"
+        from shared.redis_queue.pickle_demo import crafted_payload  # noqa: PLC0415
+
+        _expect_error(decode_job, crafted_payload(marker), "json", "a pickled message")
+        if marker.exists():
+            raise AssertionError("decoding a pickled message ran its code: never unpickle")
+    fields = {"id": "j1", "kind": "avatar", "email": "ada@example.com", "request_id": "r1",
+              "enqueued_at": 1.5}
+    cases = [
+        (b"\xff\xfe", "json", "bytes that are not UTF-8"),
+        (b"{not json", "json", "malformed JSON"),
+        (b"[1, 2]", "object", "a JSON array"),
+        (_dump({k: v for k, v in fields.items() if k != "email"}), "email", "a missing key"),
+        (_dump({**fields, "args": "rm -rf"}), "args", "an unexpected key"),
+        (_dump({**fields, "kind": "format_disk"}), "format_disk", "an unknown kind"),
+        (_dump({**fields, "email": 42}), "email", "a number as the email"),
+        (_dump({**fields, "enqueued_at": "yesterday"}), "enqueued_at", "a string as enqueued_at"),
+        (_dump({**fields, "enqueued_at": True}), "enqueued_at", "true as enqueued_at"),
+    ]
+    for raw, word, what in cases:
+        _expect_error(decode_job, raw, word, what)
+
+
+def _dump(data: dict) -> bytes:
+    import json  # noqa: PLC0415
+
+    return json.dumps(data).encode()
+
+
+def _expect_error(decode_job, raw: bytes, word: str, what: str) -> None:
+    try:
+        returned = decode_job(raw)
+    except NotImplementedError:
+        raise
+    except ValueError as exc:
+        if word.lower() not in str(exc).lower():
+            raise AssertionError(f"decode_job(<{what}>) raised ValueError({str(exc)!r}); "
+                                 f"say what is wrong: the message should mention {word!r}") from None
+        return
+    except Exception as exc:
+        raise AssertionError(f"decode_job(<{what}>) raised {describe(exc)}, expected a "
+                             "ValueError that says what is wrong") from None
+    raise AssertionError(f"decode_job(<{what}>) returned {returned!r}, expected a ValueError")
+
+
+EXERCISES = [
+    Exercise("take_and_run", 3, test_take_and_run, timeout=30),
+    Exercise("reaper", 3, test_reaper, timeout=40),
+    Exercise("idempotent_email", 2, test_idempotent_email, timeout=30),
+    Exercise("strict_decoder", 2, test_strict_decoder, timeout=15),
+]

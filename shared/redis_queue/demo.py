@@ -1,0 +1,113 @@
+"""A lesson's demos: a fresh queue, store and mail sink, and crashes at chosen moments.
+
+A real crash comes at a random moment. A lesson needs the same story every
+time, so these helpers pick the moment: while the mail provider holds a
+message (the job is half done), or right after it accepted one (the work is
+done, the acknowledgement is not).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable
+
+from shared.job import Job, new_jobs
+from shared.redis_queue.pool import WorkerPool, WorkerProcess
+from shared.redis_queue.queue import RedisQueue
+from shared.settings import Settings
+from shared.smtp_sink import SmtpSink
+from shared.store import Store
+
+POLL_SECONDS = 0.01
+
+
+def wait_for(what: str, predicate: Callable[[], object], timeout: float = 30.0) -> object:
+    """Poll ``predicate`` until it is true; ``TimeoutError`` naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:g} s for {what}")
+        time.sleep(POLL_SECONDS)
+    return value
+
+
+def kill_mid_job(worker: WorkerProcess, store: Store, timeout: float = 30.0) -> None:
+    """SIGKILL ``worker`` as soon as a job is running (the sink should be holding its email)."""
+    wait_for("a job to start running", lambda: store.counts()["running"] > 0, timeout)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.process.wait(10)
+
+
+def kill_on_delivery(sink: SmtpSink, worker: WorkerProcess) -> None:
+    """SIGKILL ``worker`` the moment the sink accepts its next message.
+
+    The message is delivered; the worker never hears "250 OK", so it never
+    acknowledges the job: the crash that makes a job run twice.
+    """
+    def kill_once(message) -> None:
+        sink.on_delivery = None
+        os.kill(worker.pid, signal.SIGKILL)
+
+    sink.on_delivery = kill_once
+
+
+def lost(store: Store, queue: RedisQueue) -> int:
+    """Jobs that are not finished, yet are neither waiting nor held by a worker in Redis.
+
+    Meaningful once every live worker is idle: nobody will ever run them.
+    """
+    counts = store.counts()
+    unfinished = counts["queued"] + counts["running"]
+    return max(0, unfinished - queue.waiting() - sum(queue.held().values()))
+
+
+class Demo:
+    """A fresh queue, store and slow mail sink, and the worker pools started on them.
+
+    :meth:`close` stops every worker, deletes every Redis key of the queue,
+    removes the store and stops the sink.
+    """
+
+    def __init__(self, url: str, *, email_delay: float) -> None:
+        self.queue = RedisQueue.fresh(url)
+        self.store = Store.fresh()
+        self.sink = SmtpSink(delay=email_delay).start()
+        self.settings = Settings(smtp_host=self.sink.host, smtp_port=self.sink.port,
+                                 store_path=str(self.store.path), redis_url=url)
+        self.pools: list[WorkerPool] = []
+
+    def pool(self, style: str = "reliable", **options) -> WorkerPool:
+        """A pool of workers of ``style`` on this demo's queue (none started yet)."""
+        pool = WorkerPool(self.queue, self.settings, style=style, **options)
+        self.pools.append(pool)
+        return pool
+
+    def enqueue_emails(self, addresses: Iterable[str]) -> list[Job]:
+        """Create an account per address, and enqueue its welcome email job."""
+        jobs = []
+        for address in addresses:
+            [job] = new_jobs(address, f"demo-{address}", ("welcome_email",))
+            self.store.create_account(address, [job])
+            self.queue.enqueue(job)
+            jobs.append(job)
+        return jobs
+
+    def lost(self) -> int:
+        return lost(self.store, self.queue)
+
+    def inbox(self) -> list[str]:
+        """Who got an email, one entry per message, sorted."""
+        return sorted(r for message in self.sink.inbox for r in message.recipients)
+
+    def close(self) -> int:
+        """Stop everything; return how many Redis keys of this queue are left (0)."""
+        for pool in self.pools:
+            pool.remove()
+        self.queue.delete()
+        left = len(self.queue.keys())
+        self.queue.close()
+        self.store.remove()
+        self.sink.stop()
+        return left
