@@ -94,7 +94,8 @@ class _AttemptLog(Middleware):
         self.finished: set[str] = set()
         self._delays: dict[str, float] = {}
 
-    def after_enqueue(self, broker, message, delay):
+    def before_enqueue(self, broker, message, delay):
+        # Before, not after: a worker may run the message before the enqueue call returns.
         with self._lock:
             if delay is not None:  # a retry: remember the backoff Dramatiq chose
                 self._delays[message.message_id] = delay / 1000
