@@ -58,23 +58,25 @@ def state(app: Flask) -> AppState:
 
 
 def create_app(mode: str = "blocking", *, smtp_host: str = "127.0.0.1", smtp_port: int = 8025,
-               settings: Settings | None = None, store: Store | None = None,
+               redis_url: str = "", settings: Settings | None = None, store: Store | None = None,
                **options: object) -> Flask:
     """Build the signup app in ``mode``, with a fresh store unless given one.
 
     ``smtp_host``/``smtp_port`` point at the mail provider (or pass whole
+    ``settings``). A mode that queues jobs in Redis needs ``redis_url``
+    (``shared.redis_server.redis_url()`` finds or starts one; or set it in
     ``settings``). Other keyword arguments are the mode's own options, such
     as ``workers=4`` (see ``Runner.options``).
     """
     runner_type = runner_class(mode)
     runner_type.check_options(options)
+    settings = settings or Settings(smtp_host=smtp_host, smtp_port=smtp_port)
+    redis = redis_url or settings.redis_url
+    if "redis" in runner_type.needs and not redis:
+        raise ValueError(f"the {mode} mode keeps its jobs in Redis: pass "
+                         f"redis_url=shared.redis_server.redis_url() (it finds or starts one)")
     owns_store = store is None
     store = store if store is not None else Store.fresh()
-    settings = settings or Settings(smtp_host=smtp_host, smtp_port=smtp_port)
-    redis = settings.redis_url
-    if "redis" in runner_type.needs and not redis:
-        from shared.redis_server import redis_url  # noqa: PLC0415 - only modes that queue there
-        redis = redis_url()
     settings = replace(settings, store_path=str(store.path), redis_url=redis)
     runner = runner_type(store, settings, **options)
     app = Flask("shared.app")

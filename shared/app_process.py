@@ -130,6 +130,7 @@ class AppProcess:
 
 def main(argv: list[str] | None = None) -> int:
     from shared.app import create_app, state  # noqa: PLC0415 - the parent needs none of it
+    from shared.modes import redis_url_for  # noqa: PLC0415
     from shared.settings import Settings  # noqa: PLC0415
     from shared.store import Store  # noqa: PLC0415
     from shared.web import BackgroundServer  # noqa: PLC0415
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                (("workers", args.workers), ("queue_size", args.queue_size)) if value is not None}
     settings = Settings(smtp_host=args.smtp_host, smtp_port=args.smtp_port,
                         **({"avatar_canvas": args.avatar_canvas} if args.avatar_canvas else {}))
-    app = create_app(args.mode, settings=settings, store=Store(args.store), **options)
+    app = create_app(args.mode, settings=settings, store=Store(args.store),
+                     redis_url=redis_url_for(args.mode), **options)
     server = BackgroundServer(app).listen()
     signal.signal(signal.SIGTERM, _interrupt)
     print(f"{READY}{server.url}", flush=True)

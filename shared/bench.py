@@ -17,14 +17,15 @@ from shared.app import create_app, state
 from shared.fmt import fmt_duration, fmt_ratio
 from shared.jobs import render_avatar
 from shared.load import LoadResult, run_load
-from shared.modes import MODES
+from shared.modes import MODES, redis_url_for
 from shared.smtp_sink import SmtpSink
 from shared.web import BackgroundServer
 
 
 def burst(mode: str, sink: SmtpSink, clients: int, trial: int) -> LoadResult:
     """Fire ``clients`` signups at once at a fresh threaded app in ``mode``."""
-    app = create_app(mode, smtp_host=sink.host, smtp_port=sink.port)
+    app = create_app(mode, smtp_host=sink.host, smtp_port=sink.port,
+                     redis_url=redis_url_for(mode))
     with BackgroundServer(app, threaded=True) as server:
         result = run_load(f"{server.url}/signup", n=clients, concurrency=clients, label=mode,
                           progress=False,

@@ -108,11 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     from shared.app import create_app, state  # noqa: PLC0415
+    from shared.modes import redis_url_for  # noqa: PLC0415
     from shared.smtp_sink import SmtpSink  # noqa: PLC0415
     from shared.web import BackgroundServer  # noqa: PLC0415
 
     with SmtpSink(delay=0.25) as sink:
-        app = create_app(args.mode, smtp_host=sink.host, smtp_port=sink.port)
+        app = create_app(args.mode, smtp_host=sink.host, smtp_port=sink.port,
+                         redis_url=redis_url_for(args.mode))
         try:
             with BackgroundServer(app) as server, headless_chromium() as driver:
                 shown = sign_up_in_browser(driver, server.url + "/", "ada@example.com")

@@ -1,6 +1,6 @@
 """Start child processes that die with their parent, and stop whole trees.
 
-Three tools, for code that starts servers, workers or graders:
+Tools for code that starts servers, workers or graders:
 
 - :func:`start_child` starts a command in a process group of its own and,
   on Linux, asks the kernel to signal it when its parent dies, so even a
@@ -11,6 +11,11 @@ Three tools, for code that starts servers, workers or graders:
   only supervises (a grader) adopt what its descendants leave behind, even
   double-forked daemons in new sessions, and kill it all.
 
+- :class:`LoggedChild` is one such child with its output in a log file:
+  every worker and server starter in the course uses it.
+- :func:`wait_until` is the one deadline loop: it polls a condition and, when
+  time runs out, says what it was waiting for.
+
 Linux-only kernel features (``prctl``) degrade to nothing elsewhere; the
 psutil-based killing works on every platform psutil supports.
 """
@@ -19,18 +24,22 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import IO, Any
 
 import psutil
 
-__all__ = ["become_subreaper", "kill_descendants", "start_child", "stop_tree"]
+__all__ = ["LoggedChild", "become_subreaper", "kill_descendants", "start_child", "stop_tree",
+           "wait_until"]
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -83,6 +92,96 @@ def start_child(
     if new_group:
         child._leads_group = True  # type: ignore[attr-defined]  # read by stop_tree
     return child
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, *,
+               interval: float = POLL_SECONDS,
+               problem: Callable[[], str | None] | None = None) -> None:
+    """Poll ``predicate`` until it returns something true, for at most ``timeout`` s.
+
+    Raises :class:`TimeoutError` naming ``what`` it waited for. ``problem``,
+    if given, is asked on every poll for a reason to give up early (a child
+    that exited, say): a non-empty answer raises :class:`RuntimeError` with it.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if problem is not None and (reason := problem()):
+            raise RuntimeError(f"while waiting for {what}: {reason}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+class LoggedChild:
+    """A child process (see :func:`start_child`) whose output goes to a log file.
+
+    The log lives in a temporary folder of its own, removed by :meth:`stop`.
+    ``name`` appears in every message, so a failure says which child it was.
+    """
+
+    def __init__(self, command: list[str], *, name: str, env: dict[str, str] | None = None,
+                 cwd: str | os.PathLike[str] | None = None,
+                 folder: Path | None = None) -> None:
+        self.command, self.name = command, name
+        self._own_folder = folder is None
+        self.folder = folder if folder is not None else Path(
+            tempfile.mkdtemp(prefix=f"defer-{_safe(name)}-"))
+        self.log = self.folder / f"{_safe(name)}.log"
+        with open(self.log, "wb") as output:
+            self.process = start_child(command, stdout=output, stderr=subprocess.STDOUT,
+                                       env=env, cwd=cwd)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.poll()
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, lines: int = 8) -> str:
+        """The last ``lines`` lines of the log, or a note that it is empty."""
+        return "\n".join(self.log_text().splitlines()[-lines:]) or "(empty log)"
+
+    def problem(self) -> str | None:
+        """Why this child cannot be doing its work (it exited), or None."""
+        if self.running:
+            return None
+        return f"{self.name} exited with code {self.returncode}; its log ends with:\n{self.tail()}"
+
+    def wait_until(self, predicate: Callable[[], object], timeout: float, what: str) -> None:
+        """:func:`wait_until`, giving up at once (with the log's tail) if the child exits."""
+        wait_until(predicate, timeout, f"{what} ({self.name})", problem=self.problem)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the child and everything it started; remove its log folder if we made it."""
+        stop_tree(self.process, timeout=timeout)
+        if self._own_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> "LoggedChild":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else f"exited {self.returncode}"
+        return f"<{self.name} pid {self.pid} {state}>"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "child"
 
 
 def stop_tree(process: subprocess.Popen[Any] | int, timeout: float = 5.0) -> None:

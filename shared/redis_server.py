@@ -28,7 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from shared.processes import start_child, stop_tree
-from shared.web import free_port
+from shared.net import free_port
 
 __all__ = ["EmbeddedRedis", "RedisUnavailable", "redis_url", "stop_embedded"]
 

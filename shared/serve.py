@@ -18,7 +18,7 @@ import time
 from contextlib import ExitStack
 
 from shared.app import create_app, state
-from shared.modes import MODES
+from shared.modes import MODES, redis_url_for
 from shared.redis_server import RedisUnavailable, mask_password
 from shared.smtp_sink import SmtpSink, refuse_share
 from shared.web import BackgroundServer, PortInUse
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             sink = stack.enter_context(SmtpSink(delay=args.email_delay, refuse=refuse,
                                                 on_delivery=_print_delivery))
             app = create_app(args.mode, smtp_host=sink.host, smtp_port=sink.port,
-                             **_mode_options(args))
+                             redis_url=redis_url_for(args.mode), **_mode_options(args))
             server = BackgroundServer(app, threaded=not args.single_thread, host=args.host,
                                       port=args.port, on_request=_print_request).listen()
         except (PortInUse, OSError, RedisUnavailable, ValueError) as exc:

@@ -26,7 +26,7 @@ from typing import Callable
 
 from aiosmtpd.controller import Controller
 
-from shared.web import PortInUse, free_port
+from shared.net import PortInUse, free_port
 
 
 @dataclass(frozen=True)

@@ -9,26 +9,9 @@ import threading
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from shared.net import PortInUse, free_port
+
 log = logging.getLogger("shared.web")
-
-
-class PortInUse(OSError):
-    """The port someone asked for is taken; the message names the fix."""
-
-    def __init__(self, host: str, port: int, what: str = "the web app") -> None:
-        super().__init__(
-            errno.EADDRINUSE,
-            f"Port {port} on {host} is already in use, so {what} cannot listen there. "
-            f"Stop whatever holds it (another `make serve`?) or choose another port, "
-            f"e.g. `make serve PORT={port + 1}`.")
-        self.host, self.port = host, port
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class QuietRequestHandler(WSGIRequestHandler):

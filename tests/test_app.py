@@ -4,6 +4,7 @@ import httpx
 import pytest
 
 from shared.app import create_app, state
+from shared.modes import redis_url_for
 from shared.smtp_sink import SmtpSink
 from shared.web import BackgroundServer, free_port
 
@@ -16,7 +17,7 @@ def serve(sink):
     def start(mode, **options):
         options.setdefault("smtp_host", sink.host)
         options.setdefault("smtp_port", sink.port)
-        app = create_app(mode, **options)
+        app = create_app(mode, redis_url=redis_url_for(mode), **options)
         server = BackgroundServer(app, threaded=True).start()
         running.append((app, server))
         return app, server.url
@@ -162,3 +163,8 @@ def test_each_app_gets_a_fresh_store_removed_on_close():
 def test_an_option_the_mode_does_not_take_is_refused_by_name():
     with pytest.raises(ValueError, match="the blocking mode has no option workers"):
         create_app("blocking", workers=4)
+
+
+def test_a_mode_that_queues_in_redis_asks_for_a_redis_url_by_name():
+    with pytest.raises(ValueError, match=r"redis_url=shared\.redis_server\.redis_url\(\)"):
+        create_app("redis-queue")

@@ -54,7 +54,7 @@ def test_bad_options_get_a_clear_message_and_start_nothing(options, word):
     redis_url()  # the course's Redis may start now; a worker group must not
     children = set(psutil.Process().children(recursive=True))
     with pytest.raises(ValueError, match=word):
-        create_app("dramatiq", smtp_port=1, **options)
+        create_app("dramatiq", redis_url=redis_url(), smtp_port=1, **options)
     assert not {p for p in psutil.Process().children(recursive=True) if p.is_running()} - children
 
 
@@ -85,7 +85,7 @@ def test_the_middleware_fails_a_job_whose_message_never_reached_run_job(tmp_path
 
 
 def test_a_run_reports_status_and_results_then_leaves_no_key_and_no_process(fast_sink):
-    app = create_app("dramatiq", smtp_host=fast_sink.host, smtp_port=fast_sink.port, workers=1,
+    app = create_app("dramatiq", redis_url=redis_url(), smtp_host=fast_sink.host, smtp_port=fast_sink.port, workers=1,
                      threads=2)
     runner, store = state(app).runner, state(app).store
     try:
@@ -115,7 +115,7 @@ def test_a_run_reports_status_and_results_then_leaves_no_key_and_no_process(fast
 
 
 def test_emails_and_avatars_have_their_own_queue_and_worker_group(fast_sink):
-    app = create_app("dramatiq", smtp_host=fast_sink.host, smtp_port=fast_sink.port, workers=1,
+    app = create_app("dramatiq", redis_url=redis_url(), smtp_host=fast_sink.host, smtp_port=fast_sink.port, workers=1,
                      threads=2)
     runner = state(app).runner
     try:
@@ -130,7 +130,7 @@ def test_emails_and_avatars_have_their_own_queue_and_worker_group(fast_sink):
 
 
 def test_a_welcome_email_does_not_wait_behind_a_backlog_of_avatars(fast_sink):
-    app = create_app("dramatiq", smtp_host=fast_sink.host, smtp_port=fast_sink.port, workers=1,
+    app = create_app("dramatiq", redis_url=redis_url(), smtp_host=fast_sink.host, smtp_port=fast_sink.port, workers=1,
                      threads=1)
     runner, store = state(app).runner, state(app).store
     try:
@@ -155,7 +155,7 @@ def test_a_provider_refusing_half_the_attempts_still_gets_every_address_once():
     """Lesson 06's retry policy in the mode: refused attempts are retried, none is sent twice."""
     emails = [f"r{n}@example.com" for n in range(6)]
     with SmtpSink(delay=0.0, refuse=refuse_share(0.5, seed=7)) as sink:
-        app = create_app("dramatiq", smtp_host=sink.host, smtp_port=sink.port, workers=1,
+        app = create_app("dramatiq", redis_url=redis_url(), smtp_host=sink.host, smtp_port=sink.port, workers=1,
                          threads=2)
         runner, store = state(app).runner, state(app).store
         try:
@@ -181,7 +181,7 @@ def test_a_provider_refusing_half_the_attempts_still_gets_every_address_once():
 
 def test_a_job_waiting_for_its_retry_shows_queued_with_its_error_then_failed_when_given_up():
     """No provider at all: each attempt is refused; two retries, then dead-lettered."""
-    app = create_app("dramatiq", smtp_host="127.0.0.1", smtp_port=free_port(), workers=1,
+    app = create_app("dramatiq", redis_url=redis_url(), smtp_host="127.0.0.1", smtp_port=free_port(), workers=1,
                      threads=1, email_max_retries=2)
     runner, store = state(app).runner, state(app).store
     try:

@@ -8,7 +8,7 @@ import psutil
 import pytest
 
 from shared.app import create_app, state
-from shared.modes import MODES
+from shared.modes import MODES, redis_url_for
 from shared.redis_server import redis_url, stop_embedded
 from shared.web import BackgroundServer, free_port
 
@@ -33,7 +33,7 @@ def _wait_for(what: str, predicate, deadline: float = DEADLINE):
 
 
 def _run(mode: str, smtp_port: int, smtp_host: str = "127.0.0.1", **options):
-    app = create_app(mode, smtp_host=smtp_host, smtp_port=smtp_port, **options)
+    app = create_app(mode, redis_url=redis_url_for(mode), smtp_host=smtp_host, smtp_port=smtp_port, **options)
     server = BackgroundServer(app).start()
     return app, server
 

@@ -256,7 +256,7 @@ def test_the_mode_replaces_a_killed_worker_and_recovers_its_job(store):
     from shared.app import create_app, state
 
     with SmtpSink(delay=5) as sink:
-        app = create_app("redis-queue", smtp_host=sink.host, smtp_port=sink.port, store=store,
+        app = create_app("redis-queue", redis_url=redis_url(), smtp_host=sink.host, smtp_port=sink.port, store=store,
                          workers=1, heartbeat_ttl=TTL)
         runner = state(app).runner
         try:
@@ -281,7 +281,7 @@ def test_the_mode_refuses_zero_workers():
     from shared.app import create_app
 
     with pytest.raises(ValueError, match="workers >= 1"):
-        create_app("redis-queue", workers=0)
+        create_app("redis-queue", redis_url=redis_url(), workers=0)
 
 
 def test_job_json_stays_a_plain_object(store):

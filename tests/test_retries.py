@@ -11,7 +11,7 @@ import time
 import pytest
 from dramatiq.common import compute_backoff
 
-from shared.redis_server import stop_embedded
+from shared.redis_server import redis_url, stop_embedded
 from shared.retries.backoff import (DEFAULT_MAX_BACKOFF, DEFAULT_MAX_RETRIES, DEFAULT_MIN_BACKOFF,
                                     backoff_window, plot_waits, total_window)
 from shared.retries.flaky_smtp import FlakySmtp, SilentSmtp
@@ -294,7 +294,7 @@ def test_retrying_mode_shows_retries_dead_letters_and_a_requeue_through_the_app(
     from shared.web import BackgroundServer
 
     with FlakySmtp(fail_first=2, bounce={"nobody@example.com"}) as smtp:
-        app = create_app("retrying", smtp_host=smtp.host, smtp_port=smtp.port, min_backoff=20,
+        app = create_app("retrying", redis_url=redis_url(), smtp_host=smtp.host, smtp_port=smtp.port, min_backoff=20,
                          max_backoff=100, workers=2)
         server = BackgroundServer(app).start()
         runner = state(app).runner
@@ -336,4 +336,4 @@ def test_retrying_mode_refuses_bad_options(options, word):
     from shared.app import create_app
 
     with pytest.raises(ValueError, match=word):
-        create_app("retrying", **options)
+        create_app("retrying", redis_url=redis_url(), **options)

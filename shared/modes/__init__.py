@@ -35,4 +35,14 @@ def runner_class(mode: str) -> type[Runner]:
         raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}") from None
 
 
-__all__ = ["MODES", "Closed", "QueueFull", "Runner", "runner_class"]
+def redis_url_for(mode: str) -> str:
+    """A Redis URL for ``mode`` if it keeps jobs in Redis (found or started by
+    :func:`shared.redis_server.redis_url`), else ``""``."""
+    if "redis" not in runner_class(mode).needs:
+        return ""
+    from shared.redis_server import redis_url  # noqa: PLC0415 - only modes that queue there
+
+    return redis_url()
+
+
+__all__ = ["MODES", "Closed", "QueueFull", "Runner", "redis_url_for", "runner_class"]
