@@ -2,8 +2,8 @@
 
 Importing this module builds the broker from the environment the web app
 gave the worker group (:meth:`shared.settings.Settings.to_env` and
-:meth:`shared.dramatiq_setup.BrokerConfig.to_env`), then declares one actor
-per kind of job, each on its own queue (:data:`shared.dramatiq_setup.QUEUES`),
+:meth:`shared.modes.dramatiq.broker.BrokerConfig.to_env`), then declares one actor
+per kind of job, each on its own queue (:data:`shared.modes.dramatiq.broker.QUEUES`),
 so a worker group started with ``--queues email`` runs only welcome emails.
 Each actor runs the job with :func:`shared.job.run_job`, which records its
 status and timing in the store, and returns a small summary that the
@@ -16,7 +16,7 @@ Dramatiq gives up, :class:`shared.status_middleware.StoreStatus` marks it
 ``failed`` with the reason.
 
 Only worker processes import this module; the web app sends its messages
-with :func:`shared.dramatiq_setup.job_message` and never needs the actors.
+with :func:`shared.modes.dramatiq.broker.job_message` and never needs the actors.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from shared.dramatiq_setup import BrokerConfig, make_broker, queue_of
+from shared.modes.dramatiq.broker import BrokerConfig, make_broker, queue_of
 from shared.job import Job, run_job
 from shared.retries.policy import EMAIL_RETRY_POLICY, is_transient
 from shared.settings import Settings

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from shared.dramatiq_setup import delete_namespace
+from shared.modes.dramatiq.broker import delete_namespace
 
 BACKOFF_FACTOR_MS = 5  # Dramatiq's first sleep after an empty answer
 

@@ -5,7 +5,7 @@ end before or outside it: arguments that are not a job, a time limit (a
 ``BaseException`` that ``run_job`` does not catch), a message skipped by
 the age limit. The worker calls a middleware around *every* message, so
 this one writes the outcome of those too, once Dramatiq gives up on them. It finds the job by the message
-id, which the web app sets to the job id (:func:`shared.dramatiq_setup.job_message`).
+id, which the web app sets to the job id (:func:`shared.modes.dramatiq.broker.job_message`).
 
 The model is Dramatiq's own middleware (``dramatiq/middleware/*.py``):
 subclass :class:`dramatiq.Middleware` and override the hooks you need.

@@ -16,7 +16,7 @@ from dramatiq.brokers.stub import StubBroker
 
 from shared.app import create_app, state
 from shared.codelines import code_lines, package_modules
-from shared.dramatiq_setup import BrokerConfig, job_message, namespace_keys
+from shared.modes.dramatiq.broker import BrokerConfig, job_message, namespace_keys
 from shared.job import new_jobs
 from shared.pickup import idle_seconds_to_reach_cap, measure_pickup
 from shared.redis_server import redis_url

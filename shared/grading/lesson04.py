@@ -16,7 +16,7 @@ from typing import Any, Callable
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from shared.dramatiq_setup import delete_namespace
+from shared.modes.dramatiq.broker import delete_namespace
 from shared.grading.exercise import Exercise
 from shared.grading.testkit import call, call_text, describe, function
 

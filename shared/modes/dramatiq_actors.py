@@ -34,7 +34,7 @@ import psutil
 from dramatiq import Message
 from dramatiq.results import ResultMissing, ResultTimeout
 
-from shared.dramatiq_setup import (BrokerConfig, delete_namespace, job_message, make_broker,
+from shared.modes.dramatiq.broker import (BrokerConfig, delete_namespace, job_message, make_broker,
                                    queue_of, results_backend)
 from shared.job import Job
 from shared.modes.base import POLL_SECONDS, Closed, Runner

@@ -108,7 +108,10 @@ def make_broker(redis_url: str, config: BrokerConfig, *, middleware=None) -> Red
 
 def results_backend(redis_url: str, config: BrokerConfig) -> RedisBackend:
     """Where actors' return values are kept, in the run's namespace."""
-    return RedisBackend(url=redis_url, namespace=config.namespace + RESULTS_SUFFIX)
+    # Readable keys under the namespace (Dramatiq's default is a bare md5 hash
+    # per result, which no namespace cleaner can find).
+    return RedisBackend(url=redis_url, namespace=config.namespace + RESULTS_SUFFIX,
+                        use_namespace_prefix_keys=True)
 
 
 def job_message(job: Job) -> Message:
