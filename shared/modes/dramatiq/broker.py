@@ -87,18 +87,20 @@ class BrokerConfig:
         return cls(**values)
 
 
-def make_broker(redis_url: str, config: BrokerConfig, *, middleware=None) -> RedisBroker:
+def make_broker(redis_url: str, config: BrokerConfig, *, middleware=None,
+                broker_class: type[RedisBroker] = RedisBroker) -> RedisBroker:
     """A RedisBroker in ``config``'s namespace, with results stored in Redis too.
 
     ``middleware`` is added after Dramatiq's defaults, ``CurrentMessage`` and
-    ``Results``.
+    ``Results``. ``broker_class`` is a RedisBroker subclass to build instead
+    (a measurement that counts the broker's Redis calls, say).
     """
     if not redis_url:
         raise ValueError("no Redis URL: pass shared.redis_server.redis_url(), "
                          "or set DEFER_REDIS_URL for a worker process")
-    broker = RedisBroker(url=redis_url, namespace=config.namespace,
-                         heartbeat_timeout=config.heartbeat_timeout,
-                         maintenance_chance=config.maintenance_chance)
+    broker = broker_class(url=redis_url, namespace=config.namespace,
+                          heartbeat_timeout=config.heartbeat_timeout,
+                          maintenance_chance=config.maintenance_chance)
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(Results(backend=results_backend(redis_url, config)))
     for extra in middleware or ():
