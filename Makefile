@@ -1,12 +1,14 @@
 # Defer the expensive job: two commands are all a newcomer needs.
 #   make lab    create .venv if missing, install, open JupyterLab on lesson 01
-#   make test   create .venv if missing, then run the whole suite
+#   make test   create .venv if missing, lint, then run the whole suite
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The lock: every package at the version the notebooks' stored outputs were made with.
+CONSTRAINTS := constraints.txt
 # The first Python >= 3.11 on PATH (override: make test PYTHON=/path/to/python3.12).
 PYTHON ?= $(firstword $(foreach p,python3 python3.11 python3.12 python3.13 python,\
   $(shell command -v $(p) >/dev/null 2>&1 && $(p) -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && echo $(p))))
@@ -28,11 +30,12 @@ LAB_OVERRIDES := {"@jupyterlab/apputils-extension:notification": {"fetchNews": "
 # JupyterLab refuses to run as root (Docker, CI) unless told it may.
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: help env lab test grade exercises serve notebooks bench clean
+.PHONY: help env lab lint test grade exercises serve notebooks bench lock clean
 
 help:
 	@echo "make lab         open the course in JupyterLab (sets everything up first)"
-	@echo "make test        run the whole test suite"
+	@echo "make test        lint, then run the whole test suite"
+	@echo "make lint        the layer contract (import-linter), ruff and mypy"
 	@echo "make grade       grade your exercises/ (NOTEBOOKS=DIR grades another folder;"
 	@echo "                 STRICT=1 also fails the command when the score is below full)"
 	@echo "make serve       run the lesson's app outside Jupyter (MODE=blocking PORT=8000)"
@@ -40,8 +43,9 @@ help:
 	@echo "                 exercise cells you changed unless FORCE=1, which backs them up)"
 	@echo "make notebooks   re-execute lessons/ and solutions/ in place (course authors)"
 	@echo "make bench       measure the signup modes side by side on this machine"
+	@echo "make lock        regenerate constraints.txt from pyproject.toml (course authors)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@if [ -z "$(PYTHON)" ]; then \
 	  echo "error: no Python 3.11 or newer on PATH. Install one (python.org, pyenv, or your"; \
 	  echo "package manager), or point make at it: make $(MAKECMDGOALS) PYTHON=/path/to/python3.11"; \
@@ -50,7 +54,8 @@ $(STAMP): pyproject.toml
 	@echo "installing the course and its dependencies into $(VENV) (first time: a minute or two)"
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@# PYTHONWARNINGS: setuptools' "Editable installation ... be careful" banner means nothing here.
-	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --disable-pip-version-check -e .
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --disable-pip-version-check \
+	  -c $(CONSTRAINTS) -e '.[dev]'
 	@# No "Would you like to get notified about Jupyter news?" pop-up in JupyterLab.
 	@mkdir -p $(dir $(LAB_SETTINGS))
 	@echo '$(LAB_OVERRIDES)' > $(LAB_SETTINGS)
@@ -62,9 +67,15 @@ env: $(STAMP)
 lab: $(STAMP)
 	JUPYTER_PATH=$(abspath $(VENV))/share/jupyter $(VENV)/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$(LESSON)
 
+# The layers (pyproject.toml's [tool.importlinter]), then style and types: a few seconds.
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/mypy shared
+
 # Two pytest workers: most tests wait on sockets and sleeps, so two overlap well
 # even on 2 cores. loadscope keeps each notebook's cells on one worker, in order.
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -n $(JOBS) --dist loadscope tests lessons solutions $(NBVAL)
 
 # A score below full exits 1: scripts see it with STRICT=1, a learner reads
@@ -88,6 +99,22 @@ notebooks: $(STAMP)
 bench: $(STAMP)
 	@$(PY) -m shared.bench
 
+# A fresh venv gets the newest versions pyproject.toml allows; their freeze is the new lock
+# (the header of comments is kept). Then run `make notebooks`, so the stored outputs are
+# made with the locked versions, and commit both.
+lock:
+	@test -n "$(PYTHON)" || { echo "error: no Python 3.11 or newer on PATH"; exit 2; }
+	@set -e; fresh=$$(mktemp -d); trap 'rm -rf "$$fresh"' EXIT; \
+	echo "installing the newest allowed versions into a fresh venv ($$fresh)"; \
+	$(PYTHON) -m venv "$$fresh"; \
+	"$$fresh/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip; \
+	PYTHONWARNINGS=ignore "$$fresh/bin/python" -m pip install --quiet \
+	  --disable-pip-version-check -e '.[dev]'; \
+	{ sed -n '/^#/p' $(CONSTRAINTS); \
+	  "$$fresh/bin/python" -m pip freeze --exclude-editable; } > $(CONSTRAINTS).new; \
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	@echo "$(CONSTRAINTS) regenerated: run make notebooks, then commit both"
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
