@@ -73,12 +73,30 @@ def run_job(job: Job, store: Store, settings: Settings, *, will_retry: bool = Fa
     try:
         _work(job, store, settings)
     except Exception as exc:
-        span = Span(job.id, job.request_id, job.kind, attempt, start, time.perf_counter(),
-                    describe(exc))
-        store.finish_attempt(job.id, span, will_retry=will_retry)
+        store.finish_attempt(job.id, _span(job, attempt, start, exc), will_retry=will_retry)
         raise
-    store.finish_attempt(job.id, Span(job.id, job.request_id, job.kind, attempt, start,
-                                      time.perf_counter()))
+    store.finish_attempt(job.id, _span(job, attempt, start))
+
+
+def run_attempt(job: Job, store: Store, settings: Settings, attempt: int) -> None:
+    """Run attempt number ``attempt`` of ``job``, recording its timing span but not its status.
+
+    For a caller that keeps the job's status itself: on the Dramatiq path a
+    middleware does (:mod:`shared.modes.dramatiq.status`), because only it
+    knows whether a failed attempt will be retried. Raises what the job raised.
+    """
+    start = time.perf_counter()
+    try:
+        _work(job, store, settings)
+    except Exception as exc:
+        store.add_span(_span(job, attempt, start, exc))
+        raise
+    store.add_span(_span(job, attempt, start))
+
+
+def _span(job: Job, attempt: int, start: float, error: BaseException | None = None) -> Span:
+    return Span(job.id, job.request_id, job.kind, attempt, start, time.perf_counter(),
+                None if error is None else describe(error))
 
 
 def _work(job: Job, store: Store, settings: Settings) -> None:

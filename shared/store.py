@@ -274,11 +274,21 @@ class Store:
         else:
             status = "queued" if will_retry else "failed"
         with self._write() as db:
-            db.execute("UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
-                       (status, span.error, time.time(), job_id))
-            db.execute("INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (span.job_id, span.request_id, span.name, span.attempt,
-                        span.start, span.end, span.error))
+            _end_attempt(db, job_id, status, span.error)
+            _insert_span(db, span)
+
+    def end_attempt(self, job_id: str, status: str, error: str | None = None) -> None:
+        """Record how the job's current attempt ended: ``done``, ``queued`` (a retry
+        follows; ``error`` is why this one failed) or ``failed`` (with why)."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+        with self._write() as db:
+            _end_attempt(db, job_id, status, error)
+
+    def add_span(self, span: Span) -> None:
+        """Record one attempt's timing, leaving the job's status alone."""
+        with self._write() as db:
+            _insert_span(db, span)
 
     def set_status(self, job_id: str, status: str, error: str | None = None) -> None:
         """Force a job's status, e.g. ``failed`` with why, for a job that never ran."""
@@ -316,6 +326,17 @@ class Store:
 
 _JOB_COLUMNS = ("id, kind, status, attempts, error, enqueued_at, started_at, finished_at, "
                 "email, request_id")
+
+
+def _end_attempt(db: sqlite3.Connection, job_id: str, status: str, error: str | None) -> None:
+    db.execute("UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
+               (status, error, time.time(), job_id))
+
+
+def _insert_span(db: sqlite3.Connection, span: Span) -> None:
+    db.execute("INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?)",
+               (span.job_id, span.request_id, span.name, span.attempt, span.start, span.end,
+                span.error))
 
 
 class _Transaction:

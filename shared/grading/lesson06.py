@@ -256,7 +256,7 @@ def _live_idempotent(send_once: Callable[..., Any], client: Any) -> None:
 
     from shared.retries.flaky_smtp import FlakySmtp
     from shared.retries.lab import RetryLab
-    from shared.retries.policy import retry_email
+    from shared.retry_policy import retry_email
 
     with FlakySmtp(lose_replies=1, dedupe=True) as smtp, RetryLab() as lab:
         @lab.actor(retry_when=retry_email, min_backoff=20)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from shared.modes.bare import NoJobs
 from shared.modes.base import Closed, QueueFull, Runner
-from shared.modes.dramatiq_actors import DramatiqActors
+from shared.modes.dramatiq.mode import DramatiqMode
 from shared.modes.fire_and_forget import FireAndForget
 from shared.modes.inline import Inline
 from shared.modes.redis_queue import RedisQueueRunner
-from shared.modes.retrying import Retrying
 from shared.modes.thread_pool import ThreadQueue
 
 MODES: dict[str, type[Runner]] = {
@@ -22,8 +21,7 @@ MODES: dict[str, type[Runner]] = {
     "nowait": FireAndForget,
     "thread-queue": ThreadQueue,
     "redis-queue": RedisQueueRunner,
-    "dramatiq": DramatiqActors,
-    "retrying": Retrying,
+    "dramatiq": DramatiqMode,
 }
 
 

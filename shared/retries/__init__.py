@@ -7,9 +7,9 @@
   an in-process Dramatiq worker, and a log of every attempt.
 - :mod:`shared.retries.backoff`: Dramatiq's retry backoff as a formula, and a
   plot of measured delays against it.
-- :mod:`shared.retries.policy`: which email errors deserve a retry.
 - :mod:`shared.retries.mail`: the welcome email with a Message-ID of your choosing.
 
-The app's ``retrying`` mode (:mod:`shared.modes.retrying`) runs signup jobs
-on a lab's worker with that policy.
+Which email errors deserve a retry is not an experiment but the app's
+policy: :mod:`shared.retry_policy`, which the ``dramatiq`` mode's email actor
+follows (:mod:`shared.modes.dramatiq`).
 """

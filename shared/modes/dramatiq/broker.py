@@ -1,7 +1,7 @@
 """Dramatiq on the course's Redis: one broker recipe for the web app and the workers.
 
-The web process only *sends* messages; ``dramatiq shared.actors`` worker
-processes receive them. Both sides build their broker here, from the same
+The web process only *sends* messages; ``dramatiq shared.modes.dramatiq.actors``
+worker processes receive them. Both sides build their broker here, from the same
 values, which travel to the workers in environment variables
 (:meth:`BrokerConfig.to_env`), like :class:`shared.settings.Settings`.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import redis
 from dramatiq import Message
@@ -25,7 +25,7 @@ from dramatiq.results import Results
 from dramatiq.results.backends import RedisBackend
 
 from shared.job import Job
-from shared.retries.policy import EMAIL_MAX_RETRIES
+from shared.retry_policy import EMAIL_MAX_RETRIES, EMAIL_RETRY_POLICY
 
 PREFIX = "DEFER_DRAMATIQ_"
 #: Each kind of job has its own queue, read by its own worker group (lesson 05):
@@ -52,13 +52,16 @@ class BrokerConfig:
     (per million Redis calls) is how often a call looks for dead workers.
     Dramatiq's defaults are 60 s and 1,000: fine in production, slow in a demo.
     ``email_max_retries`` bounds the welcome email's retries of transient
-    errors (lesson 06's policy).
+    errors, and ``email_min_backoff``/``email_max_backoff`` (ms) its waits
+    between them (:mod:`shared.retry_policy`).
     """
 
     namespace: str = "dramatiq"
     heartbeat_timeout: int = 60_000
     maintenance_chance: int = 1_000
     email_max_retries: int = EMAIL_MAX_RETRIES
+    email_min_backoff: int = EMAIL_RETRY_POLICY["min_backoff"]
+    email_max_backoff: int = EMAIL_RETRY_POLICY["max_backoff"]
 
     @classmethod
     def fresh(cls, **overrides: int) -> "BrokerConfig":
@@ -66,16 +69,14 @@ class BrokerConfig:
         return cls(namespace=f"defer-{uuid.uuid4().hex[:12]}", **overrides)
 
     def to_env(self) -> dict[str, str]:
-        return {PREFIX + "NAMESPACE": self.namespace,
-                PREFIX + "HEARTBEAT_TIMEOUT": str(self.heartbeat_timeout),
-                PREFIX + "MAINTENANCE_CHANCE": str(self.maintenance_chance),
-                PREFIX + "EMAIL_MAX_RETRIES": str(self.email_max_retries)}
+        return {PREFIX + field.name.upper(): str(getattr(self, field.name))
+                for field in fields(self)}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "BrokerConfig":
         values: dict[str, object] = {}
-        for name, kind in (("namespace", str), ("heartbeat_timeout", int),
-                           ("maintenance_chance", int), ("email_max_retries", int)):
+        for name, kind in ((field.name, str if field.name == "namespace" else int)
+                           for field in fields(cls)):
             text = environ.get(PREFIX + name.upper())
             if text is None:
                 continue

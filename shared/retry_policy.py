@@ -1,5 +1,9 @@
 """Which email errors deserve a retry, and the retry policy of the email job.
 
+The app's runtime follows it (the ``dramatiq`` mode's email actor,
+:mod:`shared.modes.dramatiq.actors`); lesson 06 (:mod:`shared.retries`)
+experiments with it.
+
 A retry helps only when the next attempt can go differently. The provider
 says which case it is in its reply code: ``4xx`` means "not now, try again
 later" (transient), ``5xx`` means "never" (permanent). A refused, reset or
@@ -10,6 +14,7 @@ timed-out connection is transient too. Anything else (a ``KeyError``, a
 from __future__ import annotations
 
 import smtplib
+from typing import Callable
 
 #: At most this many retries (so 1 + 12 attempts) of a transient email error. With a
 #: provider that refuses half its attempts at random, an address is still unmailed
@@ -37,6 +42,17 @@ def retry_email(retries: int, exc: BaseException) -> bool:
     ``retries`` is how many retries came before this failure (0 after the first attempt).
     """
     return retries < EMAIL_MAX_RETRIES and is_transient(exc)
+
+
+def retry_transient(max_retries: int) -> Callable[[int, BaseException], bool]:
+    """A ``retry_when`` that retries transient errors, at most ``max_retries`` times."""
+    if max_retries < 0:
+        raise ValueError(f"max_retries must be 0 or more, got {max_retries}")
+
+    def retry_when(retries: int, exc: BaseException) -> bool:
+        return retries < max_retries and is_transient(exc)
+
+    return retry_when
 
 
 #: The email actor's options: ``@dramatiq.actor(**EMAIL_RETRY_POLICY)``.
