@@ -37,7 +37,7 @@ class Job:
         return json.dumps(vars(self), separators=(",", ":"))  # asdict() is 3x slower
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Job":
+    def from_json(cls, text: str | bytes) -> Job:
         """Parse and check a job message; :class:`BadJob` says what is wrong."""
         try:
             data = json.loads(text)

@@ -18,12 +18,10 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
-
-if TYPE_CHECKING:
-    from shared.job import Job
+from typing import Protocol
 
 BUSY_SECONDS = 10.0
 STATUSES = ("queued", "running", "done", "failed")
@@ -58,6 +56,25 @@ CREATE TABLE IF NOT EXISTS spans (
     error      TEXT
 );
 """
+
+
+class QueuedJob(Protocol):
+    """What the store records of a new job: :class:`shared.job.Job` has all of it.
+
+    The store depends on this shape, not on ``shared.job``, which imports the store to
+    record what a job did: the dependency goes one way only.
+    """
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def enqueued_at(self) -> float: ...
 
 
 class AccountExists(Exception):
@@ -141,7 +158,7 @@ class Store:
         self._db().executescript(SCHEMA)
 
     @classmethod
-    def fresh(cls) -> "Store":
+    def fresh(cls) -> Store:
         """A new, empty store in a temporary folder, removed by :meth:`remove`
         (or at interpreter exit). Re-running a lesson never meets its last run."""
         folder = Path(tempfile.mkdtemp(prefix="defer-store-"))
@@ -166,7 +183,7 @@ class Store:
                 self._connections.append(db)
         return db
 
-    def _write(self) -> "_Transaction":
+    def _write(self) -> _Transaction:
         return _Transaction(self._db())
 
     def close(self) -> None:
@@ -192,7 +209,7 @@ class Store:
 
     # -- accounts ------------------------------------------------------------
 
-    def create_account(self, email: str, jobs: Iterable["Job"] = ()) -> None:
+    def create_account(self, email: str, jobs: Iterable[QueuedJob] = ()) -> None:
         """Create the account and queue its jobs in one transaction.
 
         Raises :class:`AccountExists` when the address (any case) is taken.
@@ -232,13 +249,13 @@ class Store:
 
     # -- jobs ----------------------------------------------------------------
 
-    def add_jobs(self, jobs: Iterable["Job"]) -> None:
+    def add_jobs(self, jobs: Iterable[QueuedJob]) -> None:
         """Record jobs as queued (for jobs of an account created elsewhere)."""
         with self._write() as db:
             self._insert_jobs(db, jobs)
 
     @staticmethod
-    def _insert_jobs(db: sqlite3.Connection, jobs: Iterable["Job"]) -> None:
+    def _insert_jobs(db: sqlite3.Connection, jobs: Iterable[QueuedJob]) -> None:
         db.executemany(
             "INSERT INTO jobs (id, kind, email, request_id, enqueued_at) VALUES (?, ?, ?, ?, ?)",
             [(j.id, j.kind, j.email, j.request_id, j.enqueued_at) for j in jobs])
