@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         except (PortInUse, OSError, RedisUnavailable, ValueError) as exc:
             print(f"error: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
             return 2
-        _print_banner(args, server, sink, app)
-        try:
+        try:  # a Ctrl-C while the banner prints cleans up too
+            _print_banner(args, server, sink, app)
             server.serve_forever()  # werkzeug returns quietly on Ctrl-C
         except KeyboardInterrupt:
             pass
@@ -82,7 +82,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="make serve", description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=list(MODES), default="blocking")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000,
+                        help="port to listen on (default 8000); 0: one the OS picks, "
+                             "named in the banner's app: and page: lines")
     parser.add_argument("--email-delay", type=float, default=0.5,
                         help="seconds the SMTP sink takes to accept a message (default 0.5)")
     parser.add_argument("--refuse-share", type=float, default=0.0, metavar="SHARE",

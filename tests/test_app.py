@@ -6,7 +6,7 @@ import pytest
 from shared.app import create_app, state
 from shared.modes import redis_url_for
 from shared.smtp_sink import SmtpSink
-from shared.web import BackgroundServer, free_port
+from shared.web import BackgroundServer
 
 
 @pytest.fixture
@@ -86,16 +86,16 @@ def test_nowait_answers_before_the_email_is_delivered_and_gives_no_ids(serve):
     assert state(app).store.avatar("ada@example.com")
 
 
-def test_a_down_provider_is_a_502_when_blocking(serve):
-    app, url = serve("blocking", smtp_port=free_port())
+def test_a_down_provider_is_a_502_when_blocking(serve, closed_port):
+    app, url = serve("blocking", smtp_port=closed_port)
     response = _signup(url)
     assert response.status_code == 502
     assert "welcome_email job failed: ConnectionRefusedError" in response.json()["error"]
     assert [job.status for job in state(app).store.jobs()] == ["failed", "done"]
 
 
-def test_a_down_provider_is_invisible_to_the_client_when_not_waiting(serve):
-    app, url = serve("nowait", smtp_port=free_port())
+def test_a_down_provider_is_invisible_to_the_client_when_not_waiting(serve, closed_port):
+    app, url = serve("nowait", smtp_port=closed_port)
     assert _signup(url).status_code == 202
     assert state(app).runner.wait(timeout=10)
     [error] = state(app).runner.errors

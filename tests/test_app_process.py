@@ -7,26 +7,10 @@ import psutil
 import pytest
 
 from shared.app_process import AppFailedToStart, AppProcess
+from shared.processes import wait_until
 from shared.smtp_sink import SmtpSink
-from shared.store import Store
 
 DEADLINE = 30.0
-
-
-def _wait_for(what, predicate, deadline=DEADLINE):
-    end = time.monotonic() + deadline
-    while not (value := predicate()):
-        if time.monotonic() > end:
-            raise AssertionError(f"waited {deadline:g} s for {what}")
-        time.sleep(0.01)
-    return value
-
-
-@pytest.fixture
-def store():
-    made = Store.fresh()
-    yield made
-    made.remove()
 
 
 def test_sigkill_loses_every_job_queued_in_memory_and_the_count_is_known(store):
@@ -40,7 +24,8 @@ def test_sigkill_loses_every_job_queued_in_memory_and_the_count_is_known(store):
                 answer = httpx.post(f"{app.url}/signup", json={"email": f"u{n}@example.com"},
                                     timeout=DEADLINE)
                 assert answer.status_code == 202
-            _wait_for("the second email to reach the provider", lambda: len(sink.attempts) >= 2)
+            wait_until(lambda: len(sink.attempts) >= 2, DEADLINE,
+                       "the second email to reach the provider")
             code = app.kill()
         finally:
             app.stop()

@@ -6,15 +6,6 @@ import pytest
 
 from shared.job import BadJob, Job, new_jobs, run_job
 from shared.settings import Settings
-from shared.store import Store
-from shared.web import free_port
-
-
-@pytest.fixture
-def store():
-    fresh = Store.fresh()
-    yield fresh
-    fresh.remove()
 
 
 def test_a_signup_makes_one_job_of_each_kind_with_fresh_ids():
@@ -57,11 +48,11 @@ def test_run_job_records_success(store, fast_sink):
     assert [span.name for span in store.spans()] == ["welcome_email", "avatar"]
 
 
-def test_run_job_records_a_failure_then_raises_it(store):
+def test_run_job_records_a_failure_then_raises_it(store, closed_port):
     [job] = new_jobs("ada@example.com", "r1", ("welcome_email",))
     store.create_account("ada@example.com", [job])
     with pytest.raises(ConnectionRefusedError):
-        run_job(job, store, Settings(smtp_port=free_port(), smtp_timeout=2))
+        run_job(job, store, Settings(smtp_port=closed_port, smtp_timeout=2))
     status = store.job(job.id)
     assert (status.status, status.attempts) == ("failed", 1)
     assert status.error.startswith("ConnectionRefusedError")

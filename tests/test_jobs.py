@@ -5,7 +5,6 @@ import pytest
 from PIL import Image
 
 from shared.jobs import render_avatar, send_welcome_email
-from shared.web import free_port
 
 
 def test_avatar_is_a_png_thumbnail_of_the_asked_size():
@@ -33,7 +32,7 @@ def test_welcome_email_arrives_in_the_sink(fast_sink):
     assert "ada@example.com" in message.body
 
 
-def test_welcome_email_fails_loudly_when_the_provider_is_down():
+def test_welcome_email_fails_loudly_when_the_provider_is_down(closed_port):
     with pytest.raises((OSError, smtplib.SMTPException)):
-        send_welcome_email("ada@example.com", smtp_host="127.0.0.1", smtp_port=free_port(),
+        send_welcome_email("ada@example.com", smtp_host="127.0.0.1", smtp_port=closed_port,
                            timeout=2)

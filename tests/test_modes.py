@@ -1,7 +1,6 @@
 """The contract every way of running jobs keeps. A new mode joins MODES and gets these tests."""
 
 import threading
-import time
 
 import httpx
 import psutil
@@ -9,27 +8,11 @@ import pytest
 
 from shared.app import create_app, state
 from shared.modes import MODES, redis_url_for
-from shared.redis_server import redis_url, stop_embedded
-from shared.web import BackgroundServer, free_port
+from shared.processes import wait_until
+from shared.web import BackgroundServer
 
 RUNS_JOBS = [mode for mode, runner in MODES.items() if runner.kinds]
 DEADLINE = 30.0
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_redis_left_behind():
-    """Modes that need Redis may start an embedded one: stop it before the leftover check."""
-    yield
-    stop_embedded()
-
-
-def _wait_for(what: str, predicate, deadline: float = DEADLINE):
-    end = time.monotonic() + deadline
-    while not (value := predicate()):
-        if time.monotonic() > end:
-            raise AssertionError(f"waited {deadline:g} s for {what}")
-        time.sleep(0.05)
-    return value
 
 
 def _run(mode: str, smtp_port: int, smtp_host: str = "127.0.0.1", **options):
@@ -39,9 +22,9 @@ def _run(mode: str, smtp_port: int, smtp_host: str = "127.0.0.1", **options):
 
 
 @pytest.mark.parametrize("mode", RUNS_JOBS)
-def test_a_signup_gets_its_email_and_avatar(mode, fast_sink):
-    if "redis" in MODES[mode].needs:
-        redis_url()  # the run's shared Redis (maybe an embedded one) is not the mode's child
+def test_a_signup_gets_its_email_and_avatar(mode, fast_sink, redis_url):
+    # redis_url: the run's shared Redis (maybe an embedded one) runs before the snapshot
+    # below; it is not the mode's child.
     threads_before = set(threading.enumerate())
     children_before = set(psutil.Process().children(recursive=True))
     app, server = _run(mode, fast_sink.port)
@@ -50,7 +33,8 @@ def test_a_signup_gets_its_email_and_avatar(mode, fast_sink):
                               timeout=DEADLINE)
         assert response.status_code in (201, 202)
         store = state(app).store
-        _wait_for("both jobs to be done", lambda: [j.status for j in store.jobs()] == ["done"] * 2)
+        wait_until(lambda: [j.status for j in store.jobs()] == ["done"] * 2, DEADLINE,
+                   "both jobs to be done")
         assert store.avatar("ada@example.com").startswith(b"\x89PNG")
         assert store.account("ada@example.com").welcomed
         assert [m.recipients for m in fast_sink.inbox] == [("ada@example.com",)]
@@ -65,21 +49,22 @@ def test_a_signup_gets_its_email_and_avatar(mode, fast_sink):
         server.stop()
         closed = state(app).close(timeout=DEADLINE)
     assert closed.unfinished == 0
-    _wait_for("the mode's threads to end",
-              lambda: not {t for t in threading.enumerate() if t.is_alive()} - threads_before, 10)
+    wait_until(lambda: not {t for t in threading.enumerate() if t.is_alive()} - threads_before,
+               10, "the mode's threads to end")
     assert not set(psutil.Process().children(recursive=True)) - children_before
 
 
 @pytest.mark.parametrize("mode", RUNS_JOBS)
-def test_a_down_provider_fails_the_email_job_with_a_readable_error(mode):
+def test_a_down_provider_fails_the_email_job_with_a_readable_error(mode, closed_port):
     # A refused connection is transient: a mode that retries it gets one retry here,
     # so it gives up within the deadline (its default would back off for a minute).
     retries = {"email_max_retries": 1} if "email_max_retries" in MODES[mode].options else {}
-    app, server = _run(mode, free_port(), **retries)
+    app, server = _run(mode, closed_port, **retries)
     try:
         httpx.post(server.url + "/signup", json={"email": "ada@example.com"}, timeout=DEADLINE)
         store = state(app).store
-        _wait_for("both jobs to finish", lambda: store.counts()["done"] + store.counts()["failed"] == 2)
+        wait_until(lambda: store.counts()["done"] + store.counts()["failed"] == 2, DEADLINE,
+                   "both jobs to finish")
         by_kind = {job.kind: job for job in store.jobs()}
         assert by_kind["welcome_email"].status == "failed"
         assert "Connection refused" in by_kind["welcome_email"].error

@@ -13,7 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shared.processes import become_subreaper, kill_descendants, start_child, stop_tree
+from shared.processes import (LoggedChild, become_subreaper, kill_descendants, start_child,
+                              stop_tree, wait_until)
 
 ROOT = Path(__file__).resolve().parents[1]
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux-only")
@@ -25,13 +26,6 @@ def running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def wait_until(condition, what: str, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, f"waited {within:g} s for {what}"
-        time.sleep(0.05)
 
 
 def python(script: str, **kwargs) -> subprocess.Popen[str]:
@@ -70,7 +64,7 @@ def test_a_child_dies_when_its_parent_is_killed(from_thread):
         assert running(child), "the child died with the thread that started it"
         parent.kill()
         parent.wait(10)
-        wait_until(lambda: not running(child), "the child to die with its parent")
+        wait_until(lambda: not running(child), 10, "the child to die with its parent")
     finally:
         parent.kill()
         parent.wait(10)
@@ -130,7 +124,7 @@ def test_stop_tree_reaches_the_group_after_its_leader_is_gone():
     leader.wait(10)
     assert running(member) and member not in {p.pid for p in psutil.Process().children(recursive=True)}
     stop_tree(leader, timeout=5)
-    wait_until(lambda: not running(member), "the group member to die")
+    wait_until(lambda: not running(member), 10, "the group member to die")
 
 
 def test_stop_tree_refuses_to_stop_this_process():
@@ -143,7 +137,7 @@ def test_a_subreaper_collects_a_double_forked_daemon():
     # The helper, not pytest, becomes the subreaper: the test process must stay as it is.
     helper = python("""
         import os, subprocess, sys, time
-        from shared.processes import become_subreaper, kill_descendants
+        from shared.processes import become_subreaper, kill_descendants, wait_until
         assert become_subreaper()
         daemonize = (
             "import os, subprocess\\n"
@@ -156,10 +150,9 @@ def test_a_subreaper_collects_a_double_forked_daemon():
         )
         first = subprocess.run([sys.executable, "-c", daemonize], capture_output=True, text=True)
         sleeper = int(first.stdout)
-        deadline = time.monotonic() + 10
-        while open(f"/proc/{sleeper}/stat").read().rsplit(")", 1)[1].split()[1] != str(os.getpid()):
-            assert time.monotonic() < deadline, "the sleep was never reparented to the subreaper"
-            time.sleep(0.02)
+        parent = lambda: open(f"/proc/{sleeper}/stat").read().rsplit(")", 1)[1].split()[1]
+        wait_until(lambda: parent() == str(os.getpid()), 10,
+                   "the sleep to be reparented to the subreaper")
         print(sleeper, flush=True)
         print(kill_descendants(timeout=5), flush=True)
         print(os.path.exists(f"/proc/{sleeper}"), flush=True)
@@ -189,3 +182,33 @@ def test_kill_descendants_with_none_returns_zero():
                              "from shared.processes import kill_descendants; print(kill_descendants())"],
                             cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert helper.stdout.strip() == "0", helper.stderr
+
+
+def test_wait_until_returns_once_the_condition_holds():
+    answers = iter([False, 0, "", "yes"])
+    wait_until(lambda: next(answers), 10, "the fourth answer", interval=0.001)
+    assert next(answers, "exhausted") == "exhausted"
+
+
+def test_wait_until_names_what_it_waited_for_when_time_runs_out():
+    with pytest.raises(TimeoutError, match=r"gave up after 0\.05 s waiting for the moon"):
+        wait_until(lambda: False, 0.05, "the moon")
+
+
+def test_wait_until_gives_up_early_on_a_problem():
+    polls = []
+    with pytest.raises(RuntimeError, match="while waiting for the server: it exited"):
+        wait_until(lambda: polls.append(1), 30, "the server",
+                   problem=lambda: "it exited" if len(polls) >= 3 else None)
+    assert len(polls) == 3
+
+
+def test_a_logged_child_that_exits_fails_a_wait_at_once_with_its_log():
+    child = LoggedChild([sys.executable, "-c", "print('no config file'); raise SystemExit(3)"],
+                        name="demo server")
+    try:
+        with pytest.raises(RuntimeError, match=r"(?s)demo server exited with code 3.*no config file"):
+            child.wait_until(lambda: False, 30, "the demo server to answer")
+    finally:
+        child.stop()
+    assert not child.folder.exists(), "stop() removes the log folder it made"

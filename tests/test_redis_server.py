@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from shared import redis_server
+from shared.processes import wait_until
 from shared.redis_server import EmbeddedRedis, RedisUnavailable, redis_url, stop_embedded
 
 
@@ -53,21 +54,6 @@ def pid_exists(pid: int) -> bool:
     return True
 
 
-def wait_until(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def server() -> Iterator[EmbeddedRedis]:
     with EmbeddedRedis() as embedded:
@@ -76,10 +62,15 @@ def server() -> Iterator[EmbeddedRedis]:
 
 @pytest.fixture
 def no_redis_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No REDIS_URL and no embedded server yet: the test may start and stop its own.
+
+    The run's shared embedded server (the ``redis_url`` fixture) is set aside, not
+    stopped, and is the process-wide one again after the test.
+    """
     monkeypatch.delenv("REDIS_URL", raising=False)
-    stop_embedded()
+    monkeypatch.setattr(redis_server, "_embedded", None)
     yield
-    stop_embedded()
+    stop_embedded()  # this test's own, if it started one
 
 
 class FakeService:
@@ -191,8 +182,10 @@ def test_a_missing_binary_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None
 # redis_url
 
 
-def test_without_any_redis_an_embedded_one_is_started_once(no_redis_url: None) -> None:
-    nowhere = f"redis://127.0.0.1:{closed_port()}/0"
+def test_without_any_redis_an_embedded_one_is_started_once(
+    no_redis_url: None, closed_port: int
+) -> None:
+    nowhere = f"redis://127.0.0.1:{closed_port}/0"
     url = redis_url(local_url=nowhere)
     assert url != nowhere
     assert answers_ping(url)
@@ -210,8 +203,10 @@ def test_without_any_redis_an_embedded_one_is_started_once(no_redis_url: None) -
     stop_embedded()  # idempotent
 
 
-def test_an_embedded_server_started_from_a_short_thread_outlives_it(no_redis_url: None) -> None:
-    nowhere = f"redis://127.0.0.1:{closed_port()}/0"
+def test_an_embedded_server_started_from_a_short_thread_outlives_it(
+    no_redis_url: None, closed_port: int
+) -> None:
+    nowhere = f"redis://127.0.0.1:{closed_port}/0"
     urls: list[str] = []
     worker = threading.Thread(target=lambda: urls.append(redis_url(local_url=nowhere)))
     worker.start()
@@ -229,17 +224,17 @@ def test_a_local_redis_is_used_as_is(no_redis_url: None, server: EmbeddedRedis) 
 
 
 def test_redis_url_from_the_environment_is_used_as_is(
-    no_redis_url: None, server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
+    no_redis_url: None, server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch, closed_port: int
 ) -> None:
     monkeypatch.setenv("REDIS_URL", server.url)
-    assert redis_url(local_url=f"redis://127.0.0.1:{closed_port()}/0") == server.url
+    assert redis_url(local_url=f"redis://127.0.0.1:{closed_port}/0") == server.url
     assert redis_server._embedded is None
 
 
 def test_a_dead_redis_url_fails_fast_and_names_the_fix(
-    no_redis_url: None, monkeypatch: pytest.MonkeyPatch
+    no_redis_url: None, monkeypatch: pytest.MonkeyPatch, closed_port: int
 ) -> None:
-    port = closed_port()
+    port = closed_port
     monkeypatch.setenv("REDIS_URL", f"redis://:hunter2@127.0.0.1:{port}/0")
     started = time.monotonic()
     with pytest.raises(RedisUnavailable) as raised:
@@ -344,7 +339,7 @@ def test_the_server_dies_with_a_killed_parent(orphans_come_to_us: None) -> None:
 
         parent.send_signal(signal.SIGKILL)  # no atexit, no finally: only the kernel can help
         parent.wait(5)
-        assert wait_until(lambda: reaped(server_pid), timeout=5)
+        wait_until(lambda: reaped(server_pid), 5, "the orphaned server to exit and be reaped")
         assert not pid_exists(server_pid)
     finally:
         if parent.poll() is None:
@@ -354,4 +349,4 @@ def test_the_server_dies_with_a_killed_parent(orphans_come_to_us: None) -> None:
             parent.stdout.close()
         if server_pid is not None and pid_exists(server_pid):
             os.kill(server_pid, signal.SIGKILL)
-            wait_until(lambda: reaped(server_pid), timeout=5)
+            wait_until(lambda: reaped(server_pid), 5, "the killed server to be reaped")

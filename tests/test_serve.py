@@ -5,70 +5,37 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from contextlib import contextmanager
 
 import httpx
 import psutil
 import pytest
 
-from shared.web import free_port
+from shared.processes import wait_until
 
 
-def _start(*args):
-    return subprocess.Popen(
-        [sys.executable, "-u", "-m", "shared.serve", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        # a shell's background job ignores SIGINT; a terminal's does not
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+def _serving(served, mode: str, email_delay: float, extra: tuple[str, ...] = ()):
+    """`make serve`'s command on a port the OS picks (the fixture stops it after the test)."""
+    return served("--mode", mode, "--email-delay", str(email_delay), *extra)
 
 
-def _wait_healthy(url: str, process, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read()
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} never became healthy")
-
-
-@contextmanager
-def _serving(mode: str, email_delay: float, extra: tuple[str, ...] = ()):
-    """Run `make serve`'s command on a free port; never leave it running."""
-    port = free_port()
-    process = _start("--mode", mode, "--port", str(port), "--email-delay", str(email_delay), *extra)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, process)
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def _stop(process, stop_signal=signal.SIGINT) -> str:
-    process.send_signal(stop_signal)
-    output, _ = process.communicate(timeout=15)
-    assert process.returncode == 0, output
-    return output
+def _stop(running, stop_signal=signal.SIGINT) -> str:
+    code = running.stop(stop_signal, timeout=15)
+    assert code == 0, running.output
+    return running.output
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-def test_serve_answers_then_stops_everything_on_a_signal(stop_signal):
-    with _serving("blocking", email_delay=0.1) as (process, url):
-        assert httpx.post(url + "/signup", json={"email": "ada@example.com"},
-                          timeout=10).status_code == 201
-        output = _stop(process, stop_signal)
+def test_serve_answers_then_stops_everything_on_a_signal(served, stop_signal):
+    running = _serving(served, "blocking", email_delay=0.1)
+    assert httpx.post(running.url + "/signup", json={"email": "ada@example.com"},
+                      timeout=10).status_code == 201
+    output = _stop(running, stop_signal)
     assert "mail to ada@example.com" in output
     assert "POST /signup -> 201" in output
     assert output.splitlines()[-1] == "stopped."
-    assert not psutil.pid_exists(process.pid) or psutil.Process(process.pid).status() == "zombie"
+    assert not psutil.pid_exists(running.pid) or psutil.Process(running.pid).status() == "zombie"
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", int(url.rsplit(":", 1)[1])))  # the port is free again
+        probe.bind(("127.0.0.1", running.port))  # the port is free again
 
 
 def test_serve_on_a_taken_port_says_so_and_exits_2(taken_port):
@@ -86,17 +53,17 @@ def test_serve_refuses_an_unknown_mode():
     assert "invalid choice" in result.stderr
 
 
-def test_ctrl_c_in_nowait_mode_lets_the_jobs_in_flight_finish():
-    with _serving("nowait", email_delay=2.0) as (process, url):
-        assert httpx.post(url + "/signup", json={"email": "late@example.com"},
-                          timeout=10).status_code == 202
-        output = _stop(process)  # the provider takes 2 s: the email is surely still on its way
+def test_ctrl_c_in_nowait_mode_lets_the_jobs_in_flight_finish(served):
+    running = _serving(served, "nowait", email_delay=2.0)
+    assert httpx.post(running.url + "/signup", json={"email": "late@example.com"},
+                      timeout=10).status_code == 202
+    output = _stop(running)  # the provider takes 2 s: the email is surely still on its way
     assert "waiting for 2 job(s) to finish" in output
     assert output.index("mail to late@example.com") < output.index("stopped.")
     assert "jobs: every job finished" in output
 
 
-def test_ctrl_c_under_load_answers_every_request_in_flight():
+def test_ctrl_c_under_load_answers_every_request_in_flight(served):
     """8 clients keep signing up in blocking mode; Ctrl-C must not turn any into a 5xx."""
     statuses, errors, stop = [], [], threading.Event()
 
@@ -112,15 +79,16 @@ def test_ctrl_c_under_load_answers_every_request_in_flight():
                     errors.append(exc)
                     return
 
-    with _serving("blocking", email_delay=0.3) as (process, url):
-        clients = [threading.Thread(target=client, args=(n,)) for n in range(8)]
-        for thread in clients:
-            thread.start()
-        deadline = time.monotonic() + 30
-        while len(statuses) < 8 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(statuses) >= 8, "waited 30 s for 8 answers before pressing Ctrl-C"
-        output = _stop(process)
+    running = _serving(served, "blocking", email_delay=0.3)
+    url = running.url
+    clients = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for thread in clients:
+        thread.start()
+    try:
+        wait_until(lambda: len(statuses) >= 8, 30, "8 answers before pressing Ctrl-C",
+                   problem=running.problem)
+        output = _stop(running)
+    finally:
         stop.set()
         for thread in clients:
             thread.join(timeout=30)
@@ -132,9 +100,8 @@ def test_ctrl_c_under_load_answers_every_request_in_flight():
     assert lines[-1] == "stopped."
 
 
-def test_a_refusing_sink_is_announced_and_a_silly_share_refused():
-    with _serving("blocking", email_delay=0.0, extra=("--refuse-share", "0.5")) as (process, url):
-        output = _stop(process)
+def test_a_refusing_sink_is_announced_and_a_silly_share_refused(served):
+    output = _stop(_serving(served, "blocking", email_delay=0.0, extra=("--refuse-share", "0.5")))
     assert "refuses 50% of attempts with 451" in output
     result = subprocess.run([sys.executable, "-m", "shared.serve", "--refuse-share", "1"],
                             capture_output=True, text=True, timeout=30)

@@ -10,13 +10,6 @@ from shared.job import new_jobs
 from shared.store import AccountExists, Span, Store
 
 
-@pytest.fixture
-def store():
-    fresh = Store.fresh()
-    yield fresh
-    fresh.remove()
-
-
 def test_an_address_has_one_account_whatever_its_case(store):
     store.create_account("ada@example.com")
     with pytest.raises(AccountExists):

@@ -1,7 +1,6 @@
 """The thread-queue mode beyond the common contract: bound, 503, order, retries, stopping."""
 
 import threading
-import time
 
 import httpx
 import pytest
@@ -10,29 +9,13 @@ from shared.app import create_app, state
 from shared.job import new_jobs
 from shared.modes import QueueFull
 from shared.modes.thread_pool import DROPPED, ThreadQueue
+from shared.processes import wait_until
 from shared.settings import Settings
 from shared.smtp_sink import SmtpSink, refuse_first
-from shared.store import Store
 from shared.web import BackgroundServer
 
 DEADLINE = 30.0
 SMALL = Settings(avatar_canvas=300)  # a cheap avatar: these tests are about the queue
-
-
-def _wait_for(what, predicate, deadline=DEADLINE):
-    end = time.monotonic() + deadline
-    while not (value := predicate()):
-        if time.monotonic() > end:
-            raise AssertionError(f"waited {deadline:g} s for {what}")
-        time.sleep(0.02)
-    return value
-
-
-@pytest.fixture
-def store():
-    made = Store.fresh()
-    yield made
-    made.remove()
 
 
 def _runner(store, sink, **options):
@@ -139,10 +122,10 @@ def test_a_close_deadline_drops_what_is_still_queued_and_leaves_nothing_queued(s
         runner = _runner(store, slow, workers=1)
         for n in range(3):
             _signup(store, runner, f"u{n}@example.com")
-        _wait_for("the first email to be sent", lambda: slow.attempts)
+        wait_until(lambda: slow.attempts, DEADLINE, "the first email to be sent")
         closed = runner.close(timeout=0.2)
         assert closed.unfinished >= 1  # the email in flight, and what was queued behind it
-        _wait_for("the worker to finish its email and stop", lambda: not _worker_threads(), 10)
+        wait_until(lambda: not _worker_threads(), 10, "the worker to finish its email and stop")
     counts = store.counts()
     assert counts["queued"] == 0 and counts["running"] == 0
     assert counts["failed"] >= 4 and runner.dropped == counts["failed"]

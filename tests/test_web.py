@@ -7,6 +7,7 @@ import httpx
 import pytest
 from flask import Flask
 
+from shared.net import closed_port
 from shared.web import BackgroundServer, PortInUse, free_port
 
 
@@ -53,14 +54,20 @@ def test_threaded_server_handles_requests_side_by_side():
     assert _overlaps(spans) >= 1
 
 
+def _serving_threads(port: int) -> list[threading.Thread]:
+    """The live threads a BackgroundServer on ``port`` serves from (by their name)."""
+    return [t for t in threading.enumerate() if t.name == f"wsgi-{port}" and t.is_alive()]
+
+
 def test_stop_frees_the_port_and_ends_the_thread():
+    # Only this server's own thread counts: other tests' daemon threads come and go.
     app, _ = _recording_app()
-    threads_before = threading.active_count()
     server = BackgroundServer(app).start()
     port = server.port
+    assert len(_serving_threads(port)) == 1
     server.stop()
     server.stop()  # idempotent
-    assert threading.active_count() == threads_before
+    assert _serving_threads(port) == []
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", port))  # would fail if still held
 
@@ -84,3 +91,13 @@ def test_requests_are_not_logged_to_stderr(capfd):
 def test_free_port_is_bindable():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", free_port()))
+
+
+def test_a_closed_port_refuses_connections_and_no_one_else_can_take_it():
+    with closed_port() as port:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        with pytest.raises(PortInUse):
+            BackgroundServer(Flask(__name__), port=port).start()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # released when the block ends
