@@ -21,6 +21,7 @@ from email.message import EmailMessage
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
+from shared.modes.dramatiq.broker import BrokerConfig
 from shared.priorities.design import Design
 from shared.settings import Settings
 
@@ -29,11 +30,13 @@ NAMESPACE_VAR = "DEFER_PRIORITIES_NAMESPACE"  # the run's Redis key prefix
 DESIGN_VAR = "DEFER_PRIORITIES_DESIGN"  # the Design, as JSON
 GROUP_VAR = "DEFER_PRIORITIES_GROUP"  # which worker group of the design this process is
 
-__all__ = ["RESET", "NEWSLETTER", "EmailActors", "declare_actors", "log_key"]
+__all__ = ["RESET", "NEWSLETTER", "EmailActors", "broker_config", "declare_actors", "log_key"]
 
 RESET = "reset"
 NEWSLETTER = "newsletter"
 SENDER = "no-reply@defer.example"
+#: A worker that dies has its held messages handed to others after this long.
+HEARTBEAT_TIMEOUT_MS = 5000
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ class EmailActors:
 
     reset_email: dramatiq.Actor
     newsletter: dramatiq.Actor
+
+
+def broker_config(namespace: str) -> BrokerConfig:
+    """Where one run's messages live: the same for the sender and every worker process."""
+    return BrokerConfig(namespace=namespace, heartbeat_timeout=HEARTBEAT_TIMEOUT_MS)
 
 
 def log_key(namespace: str) -> str:

@@ -12,8 +12,9 @@ and returns the order the broker delivered them in. Nothing here runs without
 from __future__ import annotations
 
 import os
-import time
 import uuid
+
+from shared.processes import wait_until
 
 __all__ = ["RabbitUnavailable", "delivery_order", "rabbitmq_url"]
 
@@ -52,16 +53,20 @@ def delivery_order(url: str, *, backlog: int = 20, max_priority: int = 10,
         actor.send_with_options(args=("R",), broker_priority=max_priority)
         order: list[str] = []
         consumer = broker.consume(queue, prefetch=1, timeout=200)
-        deadline = time.monotonic() + timeout
+
+        def read_one() -> bool:
+            """Take the next message, if one comes within the consumer's timeout; all read?"""
+            message = next(consumer)
+            if message is not None:
+                order.append(message.args[0])
+                consumer.ack(message)
+            return len(order) >= backlog + 1
+
         try:
-            while len(order) < backlog + 1:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"RabbitMQ delivered {len(order)} of {backlog + 1} "
-                                       f"messages within {timeout:g} s")
-                message = next(consumer)
-                if message is not None:
-                    order.append(message.args[0])
-                    consumer.ack(message)
+            wait_until(read_one, timeout, f"RabbitMQ to deliver {backlog + 1} messages",
+                       interval=0)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}: it delivered {len(order)}") from None
         finally:
             consumer.close()
         return order

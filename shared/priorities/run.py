@@ -15,24 +15,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from dramatiq.brokers.redis import RedisBroker
 
+from shared.modes.dramatiq.broker import delete_namespace, make_broker
 from shared.priorities.actors import (DESIGN_VAR, GROUP_VAR, NAMESPACE_VAR, NEWSLETTER, RESET,
-                                     declare_actors, log_key)
+                                     broker_config, declare_actors, log_key)
 from shared.priorities.design import Design, WorkerGroup
-from shared.processes import start_child, stop_tree
+from shared.processes import LoggedChild, wait_until
 from shared.redis_server import redis_url
 from shared.settings import Settings
 
@@ -154,7 +151,7 @@ def run_design(design: Design, *, newsletter: int, smtp_host: str, smtp_port: in
     settings = Settings(smtp_host=smtp_host, smtp_port=smtp_port, smtp_timeout=5.0,
                         redis_url=url)
     deadline = time.monotonic() + timeout
-    broker = RedisBroker(url=url, namespace=namespace)
+    broker = make_broker(url, broker_config(namespace))
     actors = declare_actors(broker, design, settings)
     sent: dict[tuple[str, int], float] = {}
     try:
@@ -179,8 +176,8 @@ def run_design(design: Design, *, newsletter: int, smtp_host: str, smtp_port: in
                       f"all {newsletter + 1} emails")
         entries = [json.loads(raw) for raw in broker.client.lrange(log_key(namespace), 0, -1)]
     finally:
-        _delete_keys(broker, namespace)
         broker.close()
+        delete_namespace(url, namespace)
     jobs = sorted((Job(kind=e["kind"], number=e["number"], sent=sent[e["kind"], e["number"]],
                        started=e["started"], finished=e["finished"], worker=e["worker"],
                        group=int(e["group"]), error=e["error"]) for e in entries), key=lambda job: job.started)
@@ -189,29 +186,16 @@ def run_design(design: Design, *, newsletter: int, smtp_host: str, smtp_port: in
     return outcome
 
 
-@dataclass
-class _Worker:
-    group: WorkerGroup
-    process: subprocess.Popen[bytes]
-    log: Path
+class _Worker(LoggedChild):
+    """The one worker process of a worker group, its output in a log file."""
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+    def __init__(self, group: WorkerGroup, command: list[str], env: dict[str, str]) -> None:
+        super().__init__(command, env=env,
+                         name=f"the worker group `{' '.join(group.command_flags())}`")
+        self.group = group
 
-    def problem(self) -> str | None:
-        """Why this worker cannot be doing its job, or None."""
-        if self.process.poll() is None:
-            return None
-        return (f"the worker group `{' '.join(self.group.command_flags())}` exited with code "
-                f"{self.process.returncode}; its log ends with:\n{self.tail()}")
-
-    def tail(self) -> str:
-        try:
-            lines = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(lines[-LOG_TAIL_LINES:]) or "(empty log)"
+    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return super().tail(lines)
 
 
 def _worker_env(settings: Settings, namespace: str, design: Design) -> dict[str, str]:
@@ -223,8 +207,6 @@ def _worker_env(settings: Settings, namespace: str, design: Design) -> dict[str,
 @contextmanager
 def _worker(group: WorkerGroup, env: dict[str, str], cli: bool) -> Iterator[_Worker]:
     """One worker process for ``group``, stopped (whole process group) on exit."""
-    folder = Path(tempfile.mkdtemp(prefix="lesson05-worker-"))
-    log = folder / "worker.log"
     if cli:
         command = [sys.executable, "-m", "dramatiq", "shared.priorities.worker",
                    *group.command_flags()]
@@ -232,13 +214,11 @@ def _worker(group: WorkerGroup, env: dict[str, str], cli: bool) -> Iterator[_Wor
         command = [sys.executable, "-m", "shared.priorities.worker",
                    "--threads", str(group.threads), "--queues", *group.queues]
     env = {**env, "dramatiq_queue_prefetch": str(group.effective_prefetch)}
-    with open(log, "wb") as output:
-        process = start_child(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+    worker = _Worker(group, command, env)
     try:
-        yield _Worker(group, process, log)
+        yield worker
     finally:
-        stop_tree(process, timeout=10.0)
-        shutil.rmtree(folder, ignore_errors=True)
+        worker.stop(timeout=10.0)
 
 
 def _signal_all(workers: list[_Worker]) -> None:
@@ -252,20 +232,15 @@ def _signal_all(workers: list[_Worker]) -> None:
 def _wait_for(broker: RedisBroker, namespace: str, count: int, workers: list[_Worker],
               deadline: float, what: str) -> None:
     key = log_key(namespace)
-    while broker.client.llen(key) < count:
-        for worker in workers:
-            problem = worker.problem()
-            if problem:
-                raise WorkersFailed(f"waiting for {what}: {problem}")
-        if time.monotonic() > deadline:
-            done = broker.client.llen(key)
-            tails = "\n".join(f"--- group {n}: {w.tail()}" for n, w in enumerate(workers, 1))
-            raise WorkersFailed(f"gave up waiting for {what}: only {done} email(s) were sent "
-                                f"in time. Does every queue have a worker? Worker logs:\n{tails}")
-        time.sleep(POLL_SECONDS)
-
-
-def _delete_keys(broker: RedisBroker, namespace: str) -> None:
-    keys = list(broker.client.scan_iter(match=f"{namespace}:*", count=500))
-    if keys:
-        broker.client.delete(*keys)
+    try:
+        wait_until(lambda: broker.client.llen(key) >= count, max(0.0, deadline - time.monotonic()),
+                   what, interval=POLL_SECONDS,
+                   problem=lambda: next(filter(None, (w.problem() for w in workers)), None))
+    except TimeoutError:
+        done = broker.client.llen(key)
+        tails = "\n".join(f"--- group {n}: {w.tail()}" for n, w in enumerate(workers, 1))
+        raise WorkersFailed(
+            f"gave up waiting for {what}: only {done} email(s) were sent in time. "
+            f"Does every queue have a worker? Worker logs:\n{tails}") from None
+    except RuntimeError as exc:  # a worker exited: wait_until says which, and its log
+        raise WorkersFailed(str(exc)) from None

@@ -26,14 +26,12 @@ import os
 import signal
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 
-from shared.priorities.actors import DESIGN_VAR, NAMESPACE_VAR, declare_actors
+from shared.modes.dramatiq.broker import make_broker
+from shared.priorities.actors import DESIGN_VAR, NAMESPACE_VAR, broker_config, declare_actors
 from shared.priorities.design import Design
 from shared.settings import Settings
 
-#: A worker that dies has its held messages handed to others after this long.
-HEARTBEAT_TIMEOUT_MS = 5000
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
@@ -48,8 +46,7 @@ def _from_environment() -> tuple[Settings, str, Design]:
 
 
 settings, namespace, design = _from_environment()
-broker = RedisBroker(url=settings.redis_url, namespace=namespace,
-                     heartbeat_timeout=HEARTBEAT_TIMEOUT_MS)
+broker = make_broker(settings.redis_url, broker_config(namespace))
 dramatiq.set_broker(broker)
 actors = declare_actors(broker, design, settings)
 
