@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from shared.modes.dramatiq.broker import delete_namespace
+from shared.modes.dramatiq.broker import BrokerConfig, delete_namespace, make_broker
+from shared.processes import wait_until
 
 BACKOFF_FACTOR_MS = 5  # Dramatiq's first sleep after an empty answer
 
@@ -121,7 +122,8 @@ class _Probe:
     def __init__(self, redis_url: str, worker_timeout: int, queues: int, prefix: str) -> None:
         self.redis_url, self.worker_timeout = redis_url, worker_timeout
         self.namespace = f"{prefix}-{uuid.uuid4().hex[:12]}"
-        self.broker = _CountingBroker(url=redis_url, namespace=self.namespace)
+        self.broker = make_broker(redis_url, BrokerConfig(namespace=self.namespace),
+                                  broker_class=_CountingBroker)
         self.started: dict[int, float] = {}
         self._lock = threading.Lock()
         self.actors = [dramatiq.actor(self._probe, broker=self.broker, actor_name=f"probe{n}",
@@ -139,11 +141,13 @@ class _Probe:
             actor.send(number, time.perf_counter())
 
     def wait(self, end: float) -> None:
-        while len(self.started) < len(self.actors):
-            if time.monotonic() > end:
-                raise TimeoutError(f"only {len(self.started)} of {len(self.actors)} probe jobs "
-                                   f"started (worker_timeout={self.worker_timeout} ms)")
-            time.sleep(0.002)
+        try:
+            wait_until(lambda: len(self.started) >= len(self.actors),
+                       max(0.0, end - time.monotonic()),
+                       f"{len(self.actors)} probe jobs to start "
+                       f"(worker_timeout={self.worker_timeout} ms)", interval=0.002)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}: only {len(self.started)} started") from None
 
     def stop(self) -> None:
         self.worker.stop()
