@@ -1,5 +1,8 @@
 """The dramatiq mode's parts: message id = job id, the status middleware, results,
-the pickup measurement, and a run that leaves nothing behind in Redis."""
+the pickup measurement, and a run that leaves nothing behind in Redis.
+
+Retries, dead letters and requeue through the app: ``tests/test_retries.py`` (its end).
+"""
 
 from __future__ import annotations
 
@@ -13,17 +16,19 @@ import pytest
 import redis
 from dramatiq import Message
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import AgeLimit, Middleware, Retries
 
 from shared.app import create_app, state
 from shared.codelines import code_lines, package_modules
 from shared.modes.dramatiq.broker import BrokerConfig, job_message, namespace_keys
-from shared.job import new_jobs
+from shared.job import Job, new_jobs, run_attempt
+from shared.modes.dramatiq.status import StoreStatus
+from shared.net import free_port
 from shared.pickup import idle_seconds_to_reach_cap, measure_pickup
 from shared.redis_server import redis_url
 from shared.smtp_sink import SmtpSink, refuse_share
-from shared.status_middleware import StoreStatus
+from shared.settings import Settings
 from shared.store import Store
-from shared.web import free_port
 
 DEADLINE = 30.0
 
@@ -41,15 +46,22 @@ def test_the_message_id_is_the_job_id_and_the_body_is_plain_json():
 
 
 def test_broker_config_travels_in_the_environment_and_bad_values_are_named():
-    config = BrokerConfig.fresh(heartbeat_timeout=1500, maintenance_chance=7, email_max_retries=3)
+    config = BrokerConfig.fresh(heartbeat_timeout=1500, maintenance_chance=7, email_max_retries=3,
+                                email_min_backoff=20, email_max_backoff=40)
     assert BrokerConfig.from_env(config.to_env()) == config
     assert BrokerConfig.fresh().namespace != BrokerConfig.fresh().namespace
     with pytest.raises(ValueError, match="DEFER_DRAMATIQ_HEARTBEAT_TIMEOUT='soon' is not a valid int"):
         BrokerConfig.from_env({"DEFER_DRAMATIQ_HEARTBEAT_TIMEOUT": "soon"})
 
 
-@pytest.mark.parametrize("options, word", [({"workers": 0}, "workers"), ({"threads": "4"}, "threads"),
-                                           ({"processes": 2}, "no option processes")])
+@pytest.mark.parametrize("options, word", [
+    ({"workers": 0}, "option workers must be a whole number >= 1"),
+    ({"threads": "4"}, "option threads must be a whole number"),
+    ({"max_retries": -1}, "option max_retries must be a whole number >= 0"),
+    ({"min_backoff": 0}, "option min_backoff must be a whole number >= 1"),
+    ({"min_backoff": 500, "max_backoff": 100}, r"max_backoff \(100 ms\) must be >= min_backoff"),
+    ({"email_max_retries": 2}, "no option email_max_retries"),
+    ({"processes": 2}, "no option processes")])
 def test_bad_options_get_a_clear_message_and_start_nothing(options, word):
     redis_url()  # the course's Redis may start now; a worker group must not
     children = set(psutil.Process().children(recursive=True))
@@ -58,30 +70,101 @@ def test_bad_options_get_a_clear_message_and_start_nothing(options, word):
     assert not {p for p in psutil.Process().children(recursive=True) if p.is_running()} - children
 
 
-def test_the_middleware_fails_a_job_whose_message_never_reached_run_job(tmp_path):
-    """A StubBroker and an in-process worker: no Redis needed for the middleware's logic."""
+class _Snapshots(Middleware):
+    """First in the list, so its after-hooks run last: it sees what StoreStatus wrote."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.seen = store, []
+
+    def _snap(self, message):
+        job = self.store.job(message.message_id)
+        self.seen.append((job.status, job.attempts, job.error))
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        self._snap(message)
+
+    def after_nack(self, broker, message):
+        self._snap(message)
+
+
+def _stub_run(tmp_path, job, actor_fn, send, **actor_options):
+    """Run one message on a StubBroker with StoreStatus before Retries, in-process."""
     store = Store(tmp_path / "store.sqlite3")
-    [job] = new_jobs("ada@example.com", "r1", kinds=("avatar",))
     store.add_jobs([job])
     broker = StubBroker()
-    broker.add_middleware(StoreStatus(store))
-
-    def avatar(fields):
-        raise KeyError("email")  # as if the arguments were not a job
-
-    actor = dramatiq.actor(avatar, broker=broker, max_retries=0)
+    status = StoreStatus(store)
+    snapshots = _Snapshots(store)
+    broker.add_middleware(snapshots, before=AgeLimit)
+    broker.add_middleware(status, before=Retries)
+    actor = dramatiq.actor(lambda *args: actor_fn(store, status, *args), broker=broker,
+                           actor_name=job.kind, **actor_options)
     worker = dramatiq.Worker(broker, worker_timeout=50)
     worker.start()
     try:
-        broker.enqueue(actor.message({}).copy(message_id=job.id))
-        with pytest.raises(KeyError):
+        broker.enqueue(send(actor).copy(message_id=job.id))
+        try:
             broker.join(actor.queue_name, timeout=10_000)
+        except Exception:  # noqa: BLE001 - a failed message re-raises here; the store says why
+            pass
         worker.join()
     finally:
         worker.stop()
+    try:
+        return store.job(job.id), snapshots.seen, store.spans()
+    finally:
         store.close()
-    status = Store(tmp_path / "store.sqlite3").job(job.id)
-    assert (status.status, status.error) == ("failed", "KeyError: 'email'")
+
+
+def test_the_middleware_fails_a_job_whose_message_never_reached_the_work(tmp_path):
+    """A StubBroker and an in-process worker: no Redis needed for the middleware's logic."""
+    [job] = new_jobs("ada@example.com", "r1", kinds=("avatar",))
+
+    def avatar(store, status, fields):
+        raise KeyError("email")  # as if the arguments were not a job
+
+    final, seen, spans = _stub_run(tmp_path, job, avatar, lambda a: a.message({}), max_retries=0)
+    assert (final.status, final.attempts, final.error) == ("failed", 1, "KeyError: 'email'")
+    assert seen == [("running", 1, None), ("failed", 1, "KeyError: 'email'")]  # after_process, nack
+    assert spans == []  # the work never ran
+
+
+def test_the_middleware_shows_a_retry_as_queued_with_its_error_then_done(tmp_path, monkeypatch):
+    """The actor only runs the work (run_attempt records the span); the middleware writes
+    queued after each refused attempt, because Retries has re-enqueued it, then done."""
+    [job] = new_jobs("ada@example.com", "r1", kinds=("welcome_email",))
+    failures = [ConnectionRefusedError(111, "Connection refused")] * 2
+
+    def send_welcome_email(*args, **kwargs):
+        if failures:
+            raise failures.pop()
+
+    monkeypatch.setattr("shared.jobs.send_welcome_email", send_welcome_email)
+
+    def welcome_email(store, status, fields):
+        run_attempt(Job.from_json(json.dumps(fields)), store, Settings(), status.attempt())
+
+    final, seen, spans = _stub_run(tmp_path, job, welcome_email,
+                                   lambda a: a.message(json.loads(job.to_json())),
+                                   max_retries=5, min_backoff=10, max_backoff=20)
+    refused = "ConnectionRefusedError: [Errno 111] Connection refused"
+    assert seen == [("queued", 1, refused), ("queued", 2, refused), ("done", 3, None)]
+    assert (final.status, final.attempts, final.error) == ("done", 3, None)
+    assert [(span.attempt, span.error) for span in spans] == [(1, refused), (2, refused), (3, None)]
+
+
+def test_the_middleware_fails_a_job_given_up_with_the_reason(tmp_path):
+    [job] = new_jobs("ada@example.com", "r1", kinds=("welcome_email",))
+
+    def welcome_email(store, status, fields):
+        raise RuntimeError("a bug, not worth a retry")
+
+    final, seen, _ = _stub_run(tmp_path, job, welcome_email,
+                               lambda a: a.message(json.loads(job.to_json())),
+                               retry_when=lambda retries, exc: isinstance(exc, OSError),
+                               min_backoff=10)
+    why = "RuntimeError: a bug, not worth a retry"
+    assert seen == [("running", 1, None), ("failed", 1, why)]
+    assert (final.status, final.attempts, final.error) == ("failed", 1, why)
 
 
 def test_a_run_reports_status_and_results_then_leaves_no_key_and_no_process(fast_sink):
@@ -103,13 +186,16 @@ def test_a_run_reports_status_and_results_then_leaves_no_key_and_no_process(fast
         assert store.job(ok.id).status == "done"
         failed = store.job(broken.id)
         assert failed.status == "failed" and failed.error.startswith("BadJob: expected a JSON object")
-        assert namespace_keys(runner.settings.redis_url, runner.broker_config.namespace)
+        namespace = runner.broker_config.namespace
+        kept = namespace_keys(runner.settings.redis_url, namespace)
+        assert f"{namespace}.results:email:welcome_email:{ok.id}" in kept, kept
+        assert f"{namespace}:avatars.XQ" in kept, kept  # the broken message's dead letter
         groups = runner.pids
         workers = runner.worker_processes()
     finally:
         closed = state(app).close(timeout=DEADLINE)
     assert closed.unfinished == 0
-    assert namespace_keys(runner.settings.redis_url, runner.broker_config.namespace) == []
+    assert _scan(runner.settings.redis_url, f"{namespace}*") == []  # not even a result key
     assert not [pid for pid in groups if psutil.pid_exists(pid)]
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
 
@@ -121,10 +207,15 @@ def test_emails_and_avatars_have_their_own_queue_and_worker_group(fast_sink):
     try:
         assert [group.queues for group in runner.groups] == [("email",), ("avatars",)]
         assert len(set(runner.pids)) == 2
-        assert "welcome emails have their own queue and worker group" in runner.describe()
         runner.wait_ready(DEADLINE)
         by_group = {group.name: {p.pid for p in group.worker_processes()} for group in runner.groups}
         assert len(by_group["email"]) == 1 and len(by_group["avatars"]) == 1, by_group
+        banner = runner.describe()
+        assert "welcome emails have their own queue and worker group" in banner
+        for group in runner.groups:  # each group's real flags, its main and worker pids
+            [worker] = by_group[group.name]
+            assert (f"`dramatiq shared.modes.dramatiq.actors --queues {group.queues[0]} -p 1 "
+                    f"-t {group.threads}` (pid {group.pid}, workers {worker})") in banner, banner
     finally:
         state(app).close(timeout=DEADLINE)
 
@@ -182,7 +273,7 @@ def test_a_provider_refusing_half_the_attempts_still_gets_every_address_once():
 def test_a_job_waiting_for_its_retry_shows_queued_with_its_error_then_failed_when_given_up():
     """No provider at all: each attempt is refused; two retries, then dead-lettered."""
     app = create_app("dramatiq", redis_url=redis_url(), smtp_host="127.0.0.1", smtp_port=free_port(), workers=1,
-                     threads=1, email_max_retries=2)
+                     threads=1, max_retries=2, min_backoff=50, max_backoff=100)
     runner, store = state(app).runner, state(app).store
     try:
         [job] = new_jobs("ada@example.com", "r1", kinds=("welcome_email",))
@@ -199,6 +290,15 @@ def test_a_job_waiting_for_its_retry_shows_queued_with_its_error_then_failed_whe
         assert any("Connection refused" in error for _, error in seen), seen
     finally:
         state(app).close(timeout=DEADLINE)
+
+
+def _scan(url: str, pattern: str) -> list[bytes]:
+    """The keys a real SCAN finds, with a pattern wider than the cleaner's."""
+    client = redis.Redis.from_url(url)
+    try:
+        return list(client.scan_iter(match=pattern, count=1000))
+    finally:
+        client.close()
 
 
 def test_a_lower_worker_timeout_picks_jobs_up_sooner_and_polls_more():

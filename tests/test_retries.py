@@ -17,7 +17,7 @@ from shared.retries.backoff import (DEFAULT_MAX_BACKOFF, DEFAULT_MAX_RETRIES, DE
 from shared.retries.flaky_smtp import FlakySmtp, SilentSmtp
 from shared.retries.lab import LabTimeout, RetryLab
 from shared.retries.mail import send_welcome
-from shared.retries.policy import EMAIL_MAX_RETRIES, is_transient, retry_email
+from shared.retry_policy import EMAIL_MAX_RETRIES, is_transient, retry_email, retry_transient
 from shared.web import free_port
 
 DEADLINE = 20.0
@@ -285,55 +285,89 @@ def test_silent_server_is_reachable_but_mute():
                 conn.recv(1)
 
 
-# -- the retrying mode ----------------------------------------------------------------
+# -- the dramatiq mode: retries, dead letters, requeue, through the app --------------
 
-def test_retrying_mode_shows_retries_dead_letters_and_a_requeue_through_the_app():
+def _signed_up(server, address):
     import httpx
 
+    answer = httpx.post(f"{server.url}/signup", json={"email": address}, timeout=DEADLINE)
+    assert answer.status_code == 202, answer.text
+    return answer.json()["jobs"]["welcome_email"]
+
+
+def _job(server, job_id):
+    import httpx
+
+    return httpx.get(f"{server.url}/jobs/{job_id}", timeout=DEADLINE).json()
+
+
+def test_a_retried_email_shows_queued_with_its_attempts_and_error_then_done():
+    from shared.app import create_app, state
+    from shared.processes import wait_until
+    from shared.web import BackgroundServer
+
+    with FlakySmtp(fail_first=2) as smtp:
+        # backoff 300-600 ms: long enough to watch the job wait for its retry
+        app = create_app("dramatiq", redis_url=redis_url(), smtp_host=smtp.host, smtp_port=smtp.port,
+                         min_backoff=300, max_backoff=600, workers=1, threads=1)
+        try:
+            with BackgroundServer(app) as server:
+                job_id = _signed_up(server, "ada@example.com")
+                seen = []
+
+                def done():
+                    job = _job(server, job_id)
+                    seen.append((job["status"], job["attempts"], job["error"]))
+                    return job["status"] in ("done", "failed")
+
+                wait_until(done, DEADLINE, "the welcome email to finish", interval=0.02)
+        finally:
+            closed = state(app).close(timeout=DEADLINE)
+    waiting = [(attempts, error) for status, attempts, error in seen if status == "queued" and attempts]
+    assert sorted({attempts for attempts, _ in waiting}) == [1, 2], seen
+    assert all(error.startswith("SMTPRecipientsRefused") and "451" in error for _, error in waiting)
+    assert seen[-1] == ("done", 3, None)
+    assert smtp.received("ada@example.com") == 1
+    assert closed.unfinished == 0
+
+
+def test_a_permanent_failure_is_failed_with_the_reason_and_a_requeued_letter_runs_once():
     from shared.app import create_app, state
     from shared.web import BackgroundServer
 
     with FlakySmtp(fail_first=2, bounce={"nobody@example.com"}) as smtp:
-        app = create_app("retrying", redis_url=redis_url(), smtp_host=smtp.host, smtp_port=smtp.port, min_backoff=20,
-                         max_backoff=100, workers=2)
-        server = BackgroundServer(app).start()
+        app = create_app("dramatiq", redis_url=redis_url(), smtp_host=smtp.host, smtp_port=smtp.port,
+                         min_backoff=20, max_backoff=100, workers=1, threads=2)
         runner = state(app).runner
         try:
-            ids = {}
-            for address in ("ada@example.com", "nobody@example.com"):
-                answer = httpx.post(f"{server.url}/signup", json={"email": address}, timeout=DEADLINE)
-                assert answer.status_code == 202
-                ids[address] = answer.json()["jobs"]["welcome_email"]
-            assert runner.wait(timeout=DEADLINE), "jobs still unfinished at the deadline"
-
-            def status(address):
-                return httpx.get(f"{server.url}/jobs/{ids[address]}", timeout=DEADLINE).json()
-
-            assert (status("ada@example.com")["status"], status("ada@example.com")["attempts"]) == \
-                ("done", 3)
-            dead = status("nobody@example.com")
-            assert (dead["status"], dead["attempts"]) == ("failed", 1)
-            assert "550" in dead["error"]
-            [letter] = runner.dead_letters()
-            smtp.bounce.clear()
-            assert runner.requeue(letter) == ids["nobody@example.com"]
-            assert runner.wait(timeout=DEADLINE), "the requeued job did not finish"
-            again = status("nobody@example.com")
-            # fail_first counts the bounced attempt too: one more 451, then 250
-            assert (again["status"], again["attempts"], again["error"]) == ("done", 3, None)
-            assert runner.dead_letters() == []
-            assert sorted(m.recipient for m in smtp.inbox) == ["ada@example.com", "nobody@example.com"]
+            with BackgroundServer(app) as server:
+                ids = {address: _signed_up(server, address)
+                       for address in ("ada@example.com", "nobody@example.com")}
+                assert runner.wait(timeout=DEADLINE), "jobs still unfinished at the deadline"
+                ada, dead = _job(server, ids["ada@example.com"]), _job(server, ids["nobody@example.com"])
+                assert (ada["status"], ada["attempts"]) == ("done", 3)
+                assert (dead["status"], dead["attempts"]) == ("failed", 1)  # 5xx: never retried
+                assert dead["error"].startswith("SMTPRecipientsRefused") and "550" in dead["error"]
+                [letter] = runner.dead_letters()
+                assert (letter.message_id, letter.queue) == (ids["nobody@example.com"], "email")
+                smtp.bounce.clear()  # fix the cause, then requeue
+                assert runner.requeue(letter) == ids["nobody@example.com"]
+                assert runner.wait(timeout=DEADLINE), "the requeued job did not finish"
+                again = _job(server, ids["nobody@example.com"])
+                # fail_first counts the bounced attempt too: one more 451, then 250
+                assert (again["status"], again["attempts"], again["error"]) == ("done", 3, None)
+                assert runner.dead_letters() == []
         finally:
-            server.stop()
             closed = state(app).close(timeout=DEADLINE)
-        assert closed.unfinished == 0
+    assert sorted(m.recipient for m in smtp.inbox) == ["ada@example.com", "nobody@example.com"]
+    assert smtp.received("nobody@example.com") == 1  # the requeued letter ran once
+    assert closed.unfinished == 0
 
 
-@pytest.mark.parametrize("options, word", [({"workers": 0}, "workers"),
-                                           ({"max_retries": -1}, "max_retries"),
-                                           ({"min_backoff": 0}, "min_backoff")])
-def test_retrying_mode_refuses_bad_options(options, word):
-    from shared.app import create_app
-
-    with pytest.raises(ValueError, match=word):
-        create_app("retrying", redis_url=redis_url(), **options)
+def test_retry_transient_bounds_retries_of_transient_errors_only():
+    retry_twice = retry_transient(2)
+    refused = ConnectionRefusedError(111, "Connection refused")
+    assert [retry_twice(n, refused) for n in range(4)] == [True, True, False, False]
+    assert not retry_twice(0, smtplib.SMTPResponseException(550, b"no such user"))
+    with pytest.raises(ValueError, match="max_retries must be 0 or more"):
+        retry_transient(-1)
