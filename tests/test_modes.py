@@ -58,7 +58,7 @@ def test_a_signup_gets_its_email_and_avatar(mode, fast_sink, redis_url):
 def test_a_down_provider_fails_the_email_job_with_a_readable_error(mode, closed_port):
     # A refused connection is transient: a mode that retries it gets one retry here,
     # so it gives up within the deadline (its default would back off for a minute).
-    retries = {"email_max_retries": 1} if "email_max_retries" in MODES[mode].options else {}
+    retries = {"max_retries": 1} if "max_retries" in MODES[mode].options else {}
     app, server = _run(mode, closed_port, **retries)
     try:
         httpx.post(server.url + "/signup", json={"email": "ada@example.com"}, timeout=DEADLINE)

@@ -56,7 +56,7 @@ def test_the_page_follows_both_jobs_to_done_and_shows_the_avatar(mode, fast_sink
 def test_the_page_shows_a_failed_job_with_its_error(mode, browser):
     # The provider is down. A refused connection is transient: a mode that retries it
     # gets one retry here, so it gives up within the page's wait.
-    retries = {"email_max_retries": 1} if "email_max_retries" in MODES[mode].options else {}
+    retries = {"max_retries": 1} if "max_retries" in MODES[mode].options else {}
     app = create_app(mode, redis_url=redis_url_for(mode), smtp_host="127.0.0.1", smtp_port=free_port(), **retries)
     try:
         with BackgroundServer(app) as server:
