@@ -215,7 +215,8 @@ def test_emails_and_avatars_have_their_own_queue_and_worker_group(fast_sink):
         for group in runner.groups:  # each group's real flags, its main and worker pids
             [worker] = by_group[group.name]
             assert (f"`dramatiq shared.modes.dramatiq.actors --queues {group.queues[0]} -p 1 "
-                    f"-t {group.threads}` (pid {group.pid}, workers {worker})") in banner, banner
+                    f"-t {group.threads} --worker-shutdown-timeout 5000` (pid {group.pid}, "
+                    f"workers {worker})") in banner, banner
     finally:
         state(app).close(timeout=DEADLINE)
 

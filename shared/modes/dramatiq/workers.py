@@ -59,9 +59,9 @@ class WorkerGroup:
                 "--worker-shutdown-timeout", str(SHUTDOWN_MS)]
 
     def command_line(self) -> str:
-        """The command as you would type it, without the shutdown timeout
-        (``dramatiq shared.modes.dramatiq.actors --queues email -p 1 -t 2``)."""
-        return " ".join(["dramatiq", *self.command()[3:-2]])
+        """The command as you would type it
+        (``dramatiq shared.modes.dramatiq.actors --queues email -p 1 -t 2 ...``)."""
+        return " ".join(["dramatiq", *self.command()[3:]])
 
     def start(self, env: dict[str, str]) -> None:
         self.started_at = time.monotonic()
