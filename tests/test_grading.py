@@ -17,7 +17,8 @@ import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from shared.grading import check, generate, registry, runner
+from shared.grading import check, course_cells, generate, registry, runner
+from shared.grading.cells import BEGIN_SOLUTION, END_SOLUTION
 from shared.grading.notebooks import grade_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,11 +40,7 @@ def write_notebook(path: Path, *sources: str, markdown: str | None = "# A lesson
 
 def solution(name: str) -> str:
     """The reference answer of exercise ``name``, from the solutions notebook."""
-    nb = nbformat.read(SOLUTIONS, as_version=4)
-    for cell in nb.cells:
-        if cell.source.startswith(f"# Exercise: {name}\n"):
-            return cell.source
-    raise LookupError(name)
+    return course_cells.answers(SOLUTIONS.name)[name]
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -707,3 +704,71 @@ def test_make_exercises_keeps_a_learners_work_unless_forced(tmp_path, capsys):
     assert f"your previous file was copied to {backups[0]}" in capsys.readouterr().out
     assert "a new intro" in exercise.read_text(encoding="utf-8")
     assert "mine" not in exercise.read_text(encoding="utf-8")
+
+
+# -- the grading tests themselves ignore a learner's answers -----------------------------------
+
+COPY_SECONDS = 240  # the stub tests of every lesson, in a fresh pytest, on a busy machine
+
+
+def copy_of_the_course(folder: Path) -> Path:
+    """This working tree's files in a git repository of their own, exercises/ committed as stubs.
+
+    Files are copied as they are here, committed or not, so the copy tests
+    the code under test; exercises/ is generated afresh, as the course ships it.
+    """
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], capture_output=True, check=True, timeout=30)
+    for name in listed.stdout.decode().split("\0"):
+        source = ROOT / name
+        if name and not name.startswith("exercises/") and source.is_file():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, folder / name)
+    assert generate.main(["--solutions", str(folder / "solutions"),
+                          "--exercises", str(folder / "exercises")]) == 0
+    git = ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for command in (["init", "-q"], ["add", "."], ["commit", "-qm", "the course as shipped"]):
+        subprocess.run([*git, *command], check=True, capture_output=True, timeout=60)
+    return folder
+
+
+def answer_every_exercise(course: Path) -> int:
+    """Put each solution's answer, markers removed, in the exercise cells of course/exercises/."""
+    answered = 0
+    for notebook in sorted((course / "solutions").glob("*.ipynb")):
+        answers = course_cells.cells_of(notebook.read_text(encoding="utf-8"))
+        for name, source in answers.items():
+            kept = [line for line in source.split("\n")
+                    if line.strip() not in (BEGIN_SOLUTION, END_SOLUTION)]
+            answer_in(course / "exercises" / notebook.name, name, "\n".join(kept))
+            answered += 1
+    return answered
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_grading_tests_pass_while_exercises_hold_a_learners_answers(tmp_path):
+    """A learner who solved every exercise, then ran the tests: the stub tests read git HEAD."""
+    course = copy_of_the_course(tmp_path / "course")
+    assert answer_every_exercise(course) == sum(
+        len(registry.exercises_of(module)) for module in registry.LESSONS.values())
+    still_stubs = subprocess.run(["git", "-C", str(course), "grep", "-q", "write your answer here",
+                                  "HEAD", "--", "exercises"], timeout=30)
+    assert still_stubs.returncode == 0, "the committed exercises/ must hold the stubs"
+    changed = subprocess.run(["git", "-C", str(course), "diff", "--quiet", "--", "exercises"],
+                             timeout=30)
+    assert changed.returncode == 1, "the working copy of exercises/ must hold the answers"
+
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("PYTEST_", "PYTHONPATH"))}
+    env["PYTHONPATH"] = str(course)  # the copy's shared/, not this checkout's
+    tests = sorted(str(path.relative_to(course)) for path in (course / "tests").glob("test_grading*.py"))
+    try:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-k", "stubs", *tests],
+                              cwd=course, env=env, capture_output=True, text=True,
+                              timeout=COPY_SECONDS)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"waited {COPY_SECONDS} s for the stub tests to run in the copy of the course")
+    summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    passed = re.search(r"(\d+) passed", summary)
+    assert passed and int(passed.group(1)) >= 5, summary  # lessons 04 and 05 have 5 stub tests

@@ -1,20 +1,12 @@
 """Lesson 02's exercises: reference answers pass, plausible wrong ones fail with the reason."""
 
-from pathlib import Path
-
-import nbformat
 import pytest
 
-from shared.grading import registry, runner
-
-SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions" / "02_thread_queue.ipynb"
+from shared.grading import course_cells, registry, runner
 
 
 def solution(name: str) -> str:
-    for cell in nbformat.read(SOLUTIONS, as_version=4).cells:
-        if cell.source.startswith(f"# Exercise: {name}\n"):
-            return cell.source
-    raise LookupError(name)
+    return course_cells.answers("02_thread_queue.ipynb")[name]
 
 
 def grade(name: str, source: str):

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
-from shared.grading import registry, runner
-from shared.grading.cells import exercise_name
+from shared.grading import course_cells, registry, runner
 
-ROOT = Path(__file__).resolve().parents[1]
 MODULE = "shared.grading.lesson05"
-
-
-def exercise_cells(folder: str) -> dict[str, str]:
-    notebook = json.loads((ROOT / folder / "05_priorities.ipynb").read_text(encoding="utf-8"))
-    cells = {}
-    for cell in notebook["cells"]:
-        source = "".join(cell["source"])
-        if cell["cell_type"] == "code" and exercise_name(source):
-            cells[exercise_name(source)] = source
-    return cells
+NOTEBOOK = "05_priorities.ipynb"
+NAMES = ["predict_first_batch", "reset_design"]
 
 
 def grade(name: str, source: str):
@@ -29,15 +16,20 @@ def grade(name: str, source: str):
 
 
 def test_the_lesson_is_registered():
-    assert registry.lesson_for("05_priorities.ipynb") == MODULE
-    assert set(exercise_cells("solutions")) == {"predict_first_batch", "reset_design"}
+    assert registry.lesson_for(NOTEBOOK) == MODULE
+    assert list(course_cells.answers(NOTEBOOK)) == NAMES
 
 
-@pytest.mark.parametrize("name", ["predict_first_batch", "reset_design"])
-def test_solutions_pass_and_stubs_fail(name):
-    assert grade(name, exercise_cells("solutions")[name]).passed
-    stub = grade(name, exercise_cells("exercises")[name])
-    assert not stub.passed and stub.reason == "not implemented yet"
+@pytest.mark.parametrize("name", NAMES)
+def test_solutions_pass(name):
+    result = grade(name, course_cells.answers(NOTEBOOK)[name])
+    assert result.passed, result.reason
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stubs_fail(name):
+    stub = grade(name, course_cells.stubs(NOTEBOOK)[name])
+    assert (stub.passed, stub.reason) == (False, "not implemented yet")
 
 
 def test_a_prediction_that_ignores_prefetch_fails():

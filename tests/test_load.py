@@ -33,10 +33,11 @@ class Gate:
         self.inside = self.most_inside = self.arrived = 0
         self.together = threading.Barrier(1)
         self.release = threading.Event()
+        self.interrupt_on = 0  # the arrival that presses Ctrl-C in the test's thread; 0: none
 
     def reset(self, together: int) -> None:
         with self.lock:
-            self.inside = self.most_inside = self.arrived = 0
+            self.inside = self.most_inside = self.arrived = self.interrupt_on = 0
         self.together = threading.Barrier(together)
         self.release.clear()
 
@@ -45,6 +46,9 @@ class Gate:
             self.arrived += 1
             self.inside += 1
             self.most_inside = max(self.most_inside, self.inside)
+            press_ctrl_c = self.arrived == self.interrupt_on
+        if press_ctrl_c:
+            _thread.interrupt_main()  # the test's thread is inside run_load's loop by now
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -327,18 +331,15 @@ def test_short_or_silent_runs_print_nothing(base_url, capsys, progress):
 
 @pytest.mark.timeout(30)
 def test_ctrl_c_stops_sending_joins_workers_and_reraises(base_url, gate):
-    interrupt = threading.Timer(3 * SLEEP, _thread.interrupt_main)
-    interrupt.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            # 40 requests of SLEEP each on 2 workers: 20 rounds unless stopped.
-            run_load(f"{base_url}/sleep", n=40, concurrency=2, progress=False)
-    finally:
-        interrupt.cancel()
-        interrupt.join()
+    # Ctrl-C when the 3rd request reaches the server: run_load has sent
+    # requests, so it is waiting for answers, not still setting up.
+    gate.interrupt_on = 3
+    with pytest.raises(KeyboardInterrupt):
+        # 40 requests of SLEEP each on 2 workers: 20 rounds unless stopped.
+        run_load(f"{base_url}/sleep", n=40, concurrency=2, progress=False)
 
     assert worker_threads() == []  # the ones in flight finished first
-    assert 1 <= gate.arrived < 20  # the server saw far fewer than the 40
+    assert 3 <= gate.arrived < 20  # the server saw far fewer than the 40
 
 
 # --- argument checks --------------------------------------------------------

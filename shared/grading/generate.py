@@ -103,9 +103,9 @@ def problems(current: Plan, notes: list[str] | None = None) -> list[str]:
         found = path.read_text(encoding="utf-8")
         if found == text:
             continue
-        committed = _committed(path)
-        if committed is not None and committed != found:
-            if committed == text:
+        at_head = committed(path)
+        if at_head is not None and at_head != found:
+            if at_head == text:
                 _note(notes, f"{path} holds changes (your answers?): checked its committed "
                              "version (git HEAD) instead, which is up to date")
                 continue
@@ -157,7 +157,7 @@ def write(current: Plan, *, force: bool = False) -> tuple[list[Path], list[str]]
                         f"Keep it, or run `make exercises FORCE=1` to start over from fresh "
                         f"stubs (your file is first copied to {path.parent / BACKUP_FOLDER}/)")
             continue
-        if (answered or touched) and _committed(path) != path.read_text(encoding="utf-8"):
+        if (answered or touched) and committed(path) != path.read_text(encoding="utf-8"):
             backup = path.parent / BACKUP_FOLDER / f"{path.stem}.{stamp}{path.suffix}"
             backup.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, backup)
@@ -173,7 +173,7 @@ def _note(notes: list[str] | None, line: str) -> None:
         notes.append(line)
 
 
-def _committed(path: Path) -> str | None:
+def committed(path: Path) -> str | None:
     """The file's text at git HEAD, or None (no git, not a checkout, not committed)."""
     try:
         done = subprocess.run(["git", "-C", str(path.parent), "show", f"HEAD:./{path.name}"],
