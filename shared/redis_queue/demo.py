@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable, Iterable
 
 from shared.job import Job, new_jobs
+from shared.processes import wait_until
 from shared.redis_queue.pool import WorkerPool, WorkerProcess
 from shared.redis_queue.queue import RedisQueue
 from shared.settings import Settings
@@ -24,12 +24,16 @@ POLL_SECONDS = 0.01
 
 
 def wait_for(what: str, predicate: Callable[[], object], timeout: float = 30.0) -> object:
-    """Poll ``predicate`` until it is true; ``TimeoutError`` naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:g} s for {what}")
-        time.sleep(POLL_SECONDS)
+    """Poll ``predicate`` until it is true and return that value; ``TimeoutError`` naming
+    ``what`` otherwise."""
+    value: object = None
+
+    def holds() -> object:
+        nonlocal value
+        value = predicate()
+        return value
+
+    wait_until(holds, timeout, what, interval=POLL_SECONDS)
     return value
 
 

@@ -1,7 +1,7 @@
 """Worker processes: start them, kill one, stop them all.
 
-Each worker is a real ``python -m shared.redis_queue`` process, started with
-:func:`shared.processes.start_child`: it dies with the process that started
+Each worker is a real ``python -m shared.redis_queue`` process, a
+:class:`shared.processes.LoggedChild`: it dies with the process that started
 it (even a SIGKILLed Jupyter kernel), so nothing is left running.
 """
 
@@ -14,34 +14,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from shared.processes import start_child, stop_tree
+from shared.processes import LoggedChild
 from shared.redis_queue.queue import RedisQueue
 from shared.settings import Settings
 
 STYLES = ("naive", "reliable")
 
 
-@dataclass
-class WorkerProcess:
-    """One worker process: its name in the queue, and the process."""
-
-    name: str
-    process: subprocess.Popen
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
+class WorkerProcess(LoggedChild):
+    """One worker process: ``name`` is its name in the queue (``w1``), ``log`` its output."""
 
     def __repr__(self) -> str:
-        state = "running" if self.running else f"exited {self.process.returncode}"
+        state = "running" if self.running else f"exited {self.returncode}"
         return f"<worker {self.name} pid {self.pid} {state}>"
 
 
@@ -79,25 +65,20 @@ class WorkerPool:
                    "--heartbeat-ttl", str(self.heartbeat_ttl)]
         if self.idempotent:
             command.append("--idempotent")
-        log = self._folder / f"{name}.log"
-        with open(log, "wb") as output:
-            process = start_child(command, stdout=output, stderr=subprocess.STDOUT,
-                                  env={**os.environ, **self.settings.to_env()})
-        worker = WorkerProcess(name, process, log)
+        worker = WorkerProcess(command, name=name, folder=self._folder,
+                               env={**os.environ, **self.settings.to_env()})
         self.workers.append(worker)
         return worker
 
     def _wait_ready(self, workers: list[WorkerProcess], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for worker in workers:
-            while not self.queue.alive(worker.name):
-                if not worker.running:
-                    raise RuntimeError(f"worker {worker.name} exited with code "
-                                       f"{worker.process.returncode}: {self.log_tail(worker)}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"worker {worker.name} sent no heartbeat within "
-                                       f"{timeout:g} s: {self.log_tail(worker)}")
-                time.sleep(0.02)
+            try:  # gives up at once, with its log, if the worker exits
+                worker.wait_until(lambda: self.queue.alive(worker.name),
+                                  max(0.0, deadline - time.monotonic()), "its first heartbeat")
+            except TimeoutError:
+                raise TimeoutError(f"worker {worker.name} sent no heartbeat within {timeout:g} s: "
+                                   f"{self.log_tail(worker)}") from None
 
     @property
     def running(self) -> list[WorkerProcess]:
@@ -123,7 +104,7 @@ class WorkerPool:
                 worker.process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
-            stop_tree(worker.process, timeout=1.0)  # what is left, or what it started
+            worker.stop(timeout=1.0)  # what is left, or what it started
 
     def remove(self) -> None:
         """Stop every worker and delete their logs."""
@@ -131,10 +112,8 @@ class WorkerPool:
         shutil.rmtree(self._folder, ignore_errors=True)
 
     def log_tail(self, worker: WorkerProcess, lines: int = 5) -> str:
-        try:
-            text = worker.log.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "(no log)"
+        """The last ``lines`` lines of ``worker``'s log, on one line."""
+        text = worker.log_text().strip().splitlines()
         return " | ".join(text[-lines:]) or "(its log is empty)"
 
     def __enter__(self) -> "WorkerPool":
