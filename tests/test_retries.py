@@ -333,6 +333,7 @@ def test_a_retried_email_shows_queued_with_its_attempts_and_error_then_done():
 
 def test_a_permanent_failure_is_failed_with_the_reason_and_a_requeued_letter_runs_once():
     from shared.app import create_app, state
+    from shared.modes.dramatiq.dead_letters import NotADeadLetter
     from shared.web import BackgroundServer
 
     with FlakySmtp(fail_first=2, bounce={"nobody@example.com"}) as smtp:
@@ -357,6 +358,9 @@ def test_a_permanent_failure_is_failed_with_the_reason_and_a_requeued_letter_run
                 # fail_first counts the bounced attempt too: one more 451, then 250
                 assert (again["status"], again["attempts"], again["error"]) == ("done", 3, None)
                 assert runner.dead_letters() == []
+                with pytest.raises(NotADeadLetter, match="requeued already"):
+                    runner.requeue(letter)  # a second time: nothing is sent
+                assert _job(server, ids["nobody@example.com"])["status"] == "done"  # left alone
         finally:
             closed = state(app).close(timeout=DEADLINE)
     assert sorted(m.recipient for m in smtp.inbox) == ["ada@example.com", "nobody@example.com"]

@@ -159,14 +159,8 @@ class DramatiqMode(Runner):
         requeued already: then its status is left as it was.
         """
         job_id = letter.message_id
-        before = self.store.job(job_id)
-        self.status_writer.requeued(job_id)
-        try:
+        with self.status_writer.requeueing(job_id):
             letters.requeue(self.broker, letter)
-        except letters.NotADeadLetter:
-            if before is not None:
-                self.store.set_status(job_id, before.status)
-            raise
         self._requeued.add(job_id)
         return job_id
 

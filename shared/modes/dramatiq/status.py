@@ -25,7 +25,7 @@ it returned                        ``done``
 it raised, a retry follows         ``queued``, with this attempt's error
 given up (the message is nacked)   ``failed``, with the reason
 skipped (too old) and not nacked   ``failed``, with the reason
-requeued from the dead letters     ``queued`` (:meth:`StoreStatus.requeued`)
+requeued from the dead letters     ``queued`` (:meth:`StoreStatus.requeueing`)
 ================================  ===========================================
 
 A message is nacked (sent to the dead letters) when Retries gives up, when
@@ -37,6 +37,8 @@ age limit does); the arguments may not even be a job, or a time limit (a
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from dramatiq import Middleware
 
@@ -85,9 +87,20 @@ class StoreStatus(Middleware):
         if not message.failed:  # a failed one is nacked next: after_nack records it
             self._fail(message.message_id, "skipped by the worker (too old, or cancelled)")
 
-    def requeued(self, job_id: str) -> None:
-        """The job's message was taken out of the dead letters and queued again."""
+    @contextmanager
+    def requeueing(self, job_id: str) -> Iterator[None]:
+        """Around sending a dead job's message again: the job shows ``queued`` *before*
+        the message is back on its queue, so it can never overwrite a worker's
+        ``running`` or ``done``; if the send raises, the job's status is put back."""
+        before = self.store.job(job_id)
         self.store.set_status(job_id, "queued")
+        try:
+            yield
+        except BaseException:
+            now = self.store.job(job_id)
+            if before is not None and now is not None and now.status == "queued":
+                self.store.set_status(job_id, before.status)
+            raise
 
     def _fail(self, job_id: str, reason: str) -> None:
         status = self.store.job(job_id)
