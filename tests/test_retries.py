@@ -11,6 +11,7 @@ import time
 import pytest
 from dramatiq.common import compute_backoff
 
+from shared.processes import wait_until
 from shared.redis_server import redis_url, stop_embedded
 from shared.retries.backoff import (DEFAULT_MAX_BACKOFF, DEFAULT_MAX_RETRIES, DEFAULT_MIN_BACKOFF,
                                     backoff_window, plot_waits, total_window)
@@ -221,10 +222,8 @@ def test_the_lab_retries_gives_up_and_requeues_a_dead_letter():
         finally:
             lab.close()
         assert not list(client.scan_iter(match=f"{namespace}:*")), "close() left keys in Redis"
-    deadline = time.monotonic() + DEADLINE
-    while {t for t in threading.enumerate() if t.is_alive()} - threads_before:
-        assert time.monotonic() < deadline, "the lab's worker threads outlived close()"
-        time.sleep(0.05)
+    wait_until(lambda: not {t for t in threading.enumerate() if t.is_alive()} - threads_before,
+               DEADLINE, "the lab's worker threads to end after close()", interval=0.05)
 
 
 def test_waiting_on_default_backoff_fails_with_a_deadline_that_explains():

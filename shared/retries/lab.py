@@ -19,7 +19,6 @@ is done with it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -28,12 +27,13 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import dramatiq
-import redis
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
-from dramatiq.middleware import AgeLimit, CurrentMessage, Middleware
+from dramatiq.middleware import AgeLimit, Middleware
 
 from shared.errors import describe
+from shared.modes.dramatiq import dead_letters as dead_letter_store
+from shared.modes.dramatiq.broker import BrokerConfig, delete_namespace, make_broker
+from shared.modes.dramatiq.dead_letters import DeadLetter
 from shared.redis_server import redis_url
 
 #: Milliseconds an idle worker waits between polls of Redis (Dramatiq's default: 1000).
@@ -62,23 +62,6 @@ class Attempt:
     @property
     def seconds(self) -> float:
         return self.end - self.start
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A message Dramatiq gave up on, as it sits in Redis."""
-
-    redis_id: str
-    message: Message
-    died_at: float  # Unix time
-
-    @property
-    def actor(self) -> str:
-        return self.message.actor_name
-
-    @property
-    def args(self) -> tuple:
-        return tuple(self.message.args)
 
 
 class _AttemptLog(Middleware):
@@ -179,12 +162,11 @@ class RetryLab:
         self.worker_threads = worker_threads
         self.time_limits = time_limits
         self._t0 = time.perf_counter()
-        self.broker = RedisBroker(url=self.url, namespace=self.namespace,
-                                  heartbeat_timeout=5_000)
         self._log = _AttemptLog(self.clock)
+        self.broker = make_broker(self.url, BrokerConfig(namespace=self.namespace,
+                                                         heartbeat_timeout=5_000),
+                                  middleware=[_EndStamp(self._log)])  # last in: after-hook first
         self.broker.add_middleware(self._log, before=AgeLimit)  # first in, so its after-hooks run last
-        self.broker.add_middleware(CurrentMessage())
-        self.broker.add_middleware(_EndStamp(self._log))  # last in, so its after-hook runs first
         self.worker: dramatiq.Worker | None = None
         self._capture = _LogCapture()
         _quiet_dramatiq(self._capture)
@@ -272,30 +254,15 @@ class RetryLab:
 
     def dead_letters(self, queue: str = QUEUE) -> list[DeadLetter]:
         """The messages Dramatiq gave up on, from ``<namespace>:<queue>.XQ`` in Redis."""
-        client = self.broker.client
-        key = f"{self.namespace}:{queue}.XQ"
-        letters = []
-        for redis_id, score in client.zrange(key, 0, -1, withscores=True):
-            data = client.hget(key + ".msgs", redis_id)
-            if data is not None:
-                letters.append(DeadLetter(redis_id.decode(), Message.decode(data), score / 1000))
-        return letters
+        return dead_letter_store.dead_letters(self.broker, queue)
 
     def requeue(self, letter: DeadLetter) -> Message:
-        """Take ``letter`` out of the dead letters and queue it again, with fresh retries."""
-        key = f"{self.namespace}:{letter.message.queue_name.removesuffix('.DQ')}.XQ"
-        client = self.broker.client
-        removed = client.zrem(key, letter.redis_id)
-        client.hdel(key + ".msgs", letter.redis_id)
-        if not removed:
-            raise ValueError(f"message {letter.message.message_id} is not a dead letter "
-                             "(any more): was it requeued already?")
-        options = {k: v for k, v in letter.message.options.items()
-                   if k not in ("retries", "traceback", "eta", "redis_message_id",
-                                "requeue_timestamp")}
-        fresh = dataclasses.replace(letter.message, options=options,
-                                    queue_name=letter.message.queue_name.removesuffix(".DQ"))
-        return self.broker.enqueue(fresh)
+        """Take ``letter`` out of the dead letters and queue it again, with fresh retries.
+
+        Atomic; a letter requeued already raises
+        :class:`~shared.modes.dramatiq.dead_letters.NotADeadLetter` (a ``ValueError``).
+        """
+        return dead_letter_store.requeue(self.broker, letter)
 
     # -- stopping --------------------------------------------------------------
 
@@ -305,8 +272,8 @@ class RetryLab:
         if worker is not None:
             worker.stop(timeout=int(timeout * 1000))
         if self.broker is not None:
-            _delete_namespace(self.broker.client, self.namespace)
             self.broker.close()
+            delete_namespace(self.url, self.namespace)
         _unquiet_dramatiq(self._capture)
 
     def __enter__(self) -> "RetryLab":
@@ -318,12 +285,6 @@ class RetryLab:
     def __repr__(self) -> str:
         state = "running" if self.worker is not None else "stopped"
         return f"<RetryLab {self.namespace} {state}, {len(self.attempts())} attempts>"
-
-
-def _delete_namespace(client: redis.Redis, namespace: str) -> None:
-    keys = list(client.scan_iter(match=f"{namespace}:*", count=500)) + [namespace]
-    for start in range(0, len(keys), 500):
-        client.delete(*keys[start:start + 500])
 
 
 _captures: list[_LogCapture] = []
