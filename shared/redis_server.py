@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
@@ -27,7 +26,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from shared.processes import start_child, stop_tree
+from shared.processes import start_child, stop_tree, wait_until
 from shared.net import free_port
 
 __all__ = ["EmbeddedRedis", "RedisUnavailable", "redis_url", "stop_embedded"]
@@ -171,18 +170,25 @@ class EmbeddedRedis:
 
     def _wait_until_ready(self) -> str | None:
         """None once *our* process answers PING, else what went wrong."""
-        assert self._process is not None
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                return f"it exited with code {self._process.returncode}"
-            if ping_problem(self.url, timeout=0.5) is None:
-                # Something answered; make sure it is our server, not another
-                # one that won a race for the port.
-                if _server_pid(self.url) == self._process.pid:
-                    return None
-            time.sleep(0.005)
-        return f"no PONG within {self.startup_timeout:g} s"
+        process = self._process
+        assert process is not None
+
+        def ours_answers() -> bool:
+            # Something may answer that is not our server but one that won a race for the port.
+            return ping_problem(self.url, timeout=0.5) is None and _server_pid(self.url) == process.pid
+
+        def exited() -> str | None:
+            return None if process.poll() is None else f"it exited with code {process.returncode}"
+
+        try:
+            wait_until(ours_answers, self.startup_timeout, "PONG", interval=0.005, problem=exited)
+        except RuntimeError:  # from exited(), unless the process still runs
+            if process.poll() is None:
+                raise
+            return exited()
+        except TimeoutError:
+            return f"no PONG within {self.startup_timeout:g} s"
+        return None
 
     def _terminate(self, timeout: float = 5.0) -> None:
         process, self._process = self._process, None

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import ClassVar
 
 from shared.job import Job
+from shared.processes import wait_until
 from shared.settings import Settings
 from shared.store import JobStatus, Store
 
@@ -112,19 +112,20 @@ class Runner:
         """
         from shared.progress import progress_bar  # noqa: PLC0415 - tqdm only when asked
 
-        deadline = time.monotonic() + timeout
-        finished, total = self.store.progress_since(self._bookmark)
+        _, total = self.store.progress_since(self._bookmark)
+
+        def all_finished() -> bool:
+            finished, total = self.store.progress_since(self._bookmark)
+            bar.update(finished - bar.n)
+            return finished == total
+
         with progress_bar(total, "background jobs", "job", enabled=progress and total > 0) as bar:
-            while True:
-                finished, total = self.store.progress_since(self._bookmark)
-                bar.update(finished - bar.n)
-                if finished == total or time.monotonic() > deadline:
-                    break
-                time.sleep(POLL_SECONDS)
-        if finished == total:
-            self._bookmark = self.store.last_seq()
-            return True
-        return False
+            try:
+                wait_until(all_finished, timeout, "every job to finish", interval=POLL_SECONDS)
+            except TimeoutError:
+                return False
+        self._bookmark = self.store.last_seq()
+        return True
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} mode={self.name!r}>"

@@ -14,9 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import suppress
 
 from shared.job import Job
 from shared.modes.base import Closed, Runner
+from shared.processes import wait_until
 from shared.redis_queue.pool import WorkerPool
 from shared.redis_queue.queue import RedisQueue
 from shared.redis_queue.reaper import reap
@@ -100,9 +102,8 @@ class RedisQueueRunner(Runner):
 
     def close(self, timeout: float = 10.0) -> Closed:
         """Let the workers finish what is queued (up to ``timeout``), stop them, delete the keys."""
-        deadline = time.monotonic() + timeout
-        while self._unfinished() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        with suppress(TimeoutError):  # what is still unfinished is counted below
+            wait_until(lambda: not self._unfinished(), timeout, "the queued jobs to finish")
         self._stopping.set()
         self._supervisor.join()
         self._remove()
