@@ -14,9 +14,8 @@ import uuid
 from typing import Any, Callable
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 
-from shared.modes.dramatiq.broker import delete_namespace
+from shared.modes.dramatiq.broker import BrokerConfig, delete_namespace, make_broker
 from shared.grading.exercise import Exercise
 from shared.grading.testkit import call, call_text, describe, function
 
@@ -50,7 +49,7 @@ def test_status_middleware(ns: dict[str, Any]) -> None:
 
     url = redis_url()
     namespace = f"grading-{uuid.uuid4().hex[:12]}"
-    broker = RedisBroker(url=url, namespace=namespace)
+    broker = make_broker(url, BrokerConfig(namespace=namespace))
     broker.add_middleware(recorder)
     release = threading.Event()
 
