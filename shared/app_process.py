@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 from shared.processes import start_child, stop_tree
 
@@ -42,7 +43,7 @@ class AppProcess:
                         "avatar_canvas": avatar_canvas}
         self.process: subprocess.Popen | None = None
         self.url = ""
-        self._stderr = None
+        self._stderr: IO[bytes] | None = None
 
     @property
     def pid(self) -> int:
@@ -59,33 +60,36 @@ class AppProcess:
                 command += [f"--{name.replace('_', '-')}", str(value)]
         return command
 
-    def start(self, timeout: float = STARTUP_SECONDS) -> "AppProcess":
+    def start(self, timeout: float = STARTUP_SECONDS) -> AppProcess:
         """Start the child and wait until it listens (``AppFailedToStart`` otherwise)."""
         if self.process is not None:
             return self
         self._stderr = tempfile.TemporaryFile()
         self.process = start_child(self.command(), stdout=subprocess.PIPE, stderr=self._stderr)
-        line = self._first_line(time.monotonic() + timeout)
+        line = self._first_line(self.process, time.monotonic() + timeout)
         if not line.startswith(READY):
             self._give_up(f"it said {line!r} instead of {READY!r}" if line else
                           f"it did not answer within {timeout:g} s")
         self.url = line[len(READY):].strip()
         return self
 
-    def _first_line(self, deadline: float) -> str:
-        stdout = self.process.stdout
+    def _first_line(self, process: subprocess.Popen, deadline: float) -> str:
+        stdout = process.stdout
+        assert stdout is not None, "the child must be started with stdout=PIPE"
         with selectors.DefaultSelector() as selector:  # select() fails on fds over 1023
             selector.register(stdout, selectors.EVENT_READ)
             while time.monotonic() < deadline:
                 if selector.select(0.05):
                     return stdout.readline().decode("utf-8", "replace").strip()
-                if self.process.poll() is not None:
-                    self._give_up(f"it exited with code {self.process.returncode}")
+                if process.poll() is not None:
+                    self._give_up(f"it exited with code {process.returncode}")
         return ""
 
     def _give_up(self, why: str) -> None:
-        self._stderr.seek(0)
-        tail = self._stderr.read().decode("utf-8", "replace").strip().splitlines()[-3:]
+        tail: list[str] = []
+        if self._stderr is not None and not self._stderr.closed:
+            self._stderr.seek(0)
+            tail = self._stderr.read().decode("utf-8", "replace").strip().splitlines()[-3:]
         self.stop(timeout=2)
         raise AppFailedToStart(f"the {self.mode} app did not start: {why}"
                                + (f"; its last words: {' | '.join(tail)}" if tail else ""))
@@ -109,11 +113,11 @@ class AppProcess:
         return self.process.returncode
 
     def _close_files(self) -> None:
-        for stream in (self.process.stdout, self._stderr):
+        for stream in (self.process.stdout if self.process else None, self._stderr):
             if stream is not None and not stream.closed:
                 stream.close()
 
-    def __enter__(self) -> "AppProcess":
+    def __enter__(self) -> AppProcess:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

@@ -14,9 +14,13 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 DRIVERS = ("chromedriver",)
@@ -46,29 +50,31 @@ def browser_problem() -> str | None:
 
 
 @contextmanager
-def headless_chromium(width: int = WINDOW[0], height: int = WINDOW[1]) -> Iterator["WebDriver"]:
+def headless_chromium(width: int = WINDOW[0], height: int = WINDOW[1]) -> Iterator[WebDriver]:
     """A headless Chromium (selenium WebDriver) that is quit, with all its processes, on exit."""
     problem = browser_problem()
-    if problem is not None:
-        raise RuntimeError(problem)
+    browser, chromedriver = _which(BROWSERS), _which(DRIVERS)
+    if problem is not None or browser is None or chromedriver is None:
+        raise RuntimeError(problem or f"no browser or driver on PATH; {INSTALL_HINT}")
     from selenium import webdriver  # noqa: PLC0415 - only where a browser is wanted
     from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
 
     options = webdriver.ChromeOptions()
-    options.binary_location = _which(BROWSERS)
+    options.binary_location = browser
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                      "--disable-gpu", f"--window-size={width},{height}",
                      "--hide-scrollbars", "--force-device-scale-factor=1"):
         options.add_argument(argument)
     # A driver from PATH: selenium must not try to download one.
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=_which(DRIVERS)))
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
     try:
         yield driver
     finally:
         driver.quit()
 
 
-def sign_up_in_browser(driver, page_url: str, email: str, *, timeout: float = 30.0) -> dict[str, str]:
+def sign_up_in_browser(driver: WebDriver, page_url: str, email: str, *,
+                       timeout: float = 30.0) -> dict[str, str]:
     """Type ``email`` into the page, submit, wait until both jobs finished.
 
     Returns what the page shows per job row, e.g. ``{"welcome email": "done"}``.
@@ -80,7 +86,7 @@ def sign_up_in_browser(driver, page_url: str, email: str, *, timeout: float = 30
     driver.find_element(By.ID, "email").send_keys(email)
     driver.find_element(By.ID, "submit").click()
 
-    def rows_finished(d) -> dict[str, str] | bool:
+    def rows_finished(d: WebDriver) -> dict[str, str] | Literal[False]:
         rows = d.find_elements(By.CSS_SELECTOR, "#jobs tr")
         shown = {r.find_elements(By.TAG_NAME, "td")[0].text: r.find_elements(By.TAG_NAME, "td")[1].text
                  for r in rows if len(r.find_elements(By.TAG_NAME, "td")) == 2}

@@ -24,7 +24,7 @@ def _count(source: str) -> int:
         body = getattr(node, "body", None)
         if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
                 and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-            docstrings.update(range(body[0].lineno, body[0].end_lineno + 1))
+            docstrings.update(range(body[0].lineno, (body[0].end_lineno or body[0].lineno) + 1))
     return sum(1 for number, line in enumerate(source.splitlines(), start=1)
                if line.strip() and not line.strip().startswith("#") and number not in docstrings)
 

@@ -23,8 +23,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, Percent
 from shared.fmt import fmt_duration
 
 if TYPE_CHECKING:
-    from shared.joblog import JobSpan
     from shared.load import LoadResult, Record
+    from shared.store import Span
 
 DPI = 90
 WIDE = (8.0, 4.0)
@@ -82,7 +82,7 @@ def plot_latency_distribution(results: Sequence[LoadResult], *, ax: Axes | None 
     return fig
 
 
-def plot_timeline(result: LoadResult, spans: Sequence[JobSpan] = (), *,
+def plot_timeline(result: LoadResult, spans: Sequence[Span] = (), *,
                   ax: Axes | None = None, title: str | None = None,
                   xmax: float | None = None) -> Figure:
     """One row per request: a grey bar while the client waits, jobs in colour.
@@ -114,7 +114,7 @@ def plot_timeline(result: LoadResult, spans: Sequence[JobSpan] = (), *,
     return fig
 
 
-def plot_timelines(runs: Sequence[LoadResult | tuple[LoadResult, Sequence[JobSpan]]],
+def plot_timelines(runs: Sequence[LoadResult | tuple[LoadResult, Sequence[Span]]],
                    titles: Sequence[str] | None = None, *, xmax: float | None = None,
                    title: str | None = None) -> Figure:
     """Several runs' timelines stacked in one figure, on one shared time axis.
@@ -133,10 +133,10 @@ def plot_timelines(runs: Sequence[LoadResult | tuple[LoadResult, Sequence[JobSpa
     if titles is not None and len(titles) != len(pairs):
         raise ValueError(f"{len(pairs)} runs but {len(titles)} titles: give one title per run")
     heights = [min(max(1.3, 0.6 + 0.08 * len(result.records)), 2.6) for result, _ in pairs]
-    fig, axes = plt.subplots(len(pairs), 1, sharex=True, squeeze=False, dpi=DPI,
+    fig, grid = plt.subplots(len(pairs), 1, sharex=True, squeeze=False, dpi=DPI,
                              figsize=(WIDE[0], sum(heights) + (1.2 if title else 0.9)),
                              gridspec_kw={"height_ratios": heights}, layout="constrained")
-    axes = list(axes[:, 0])
+    axes = list(grid[:, 0])
     colours = _job_colours(span.name for _, spans in pairs for span in spans)
     handles: dict[str, Artist] = {}
     for number, (ax, (result, spans)) in enumerate(zip(axes, pairs)):
@@ -154,10 +154,10 @@ def plot_timelines(runs: Sequence[LoadResult | tuple[LoadResult, Sequence[JobSpa
     return fig
 
 
-def _draw_timeline(ax: Axes, result: LoadResult, spans: Iterable[JobSpan],
+def _draw_timeline(ax: Axes, result: LoadResult, spans: Iterable[Span],
                    colours: dict[str, str], *, labelled_rows: int) -> dict[str, Artist]:
     """Draw one run's rows into ``ax``; return its legend entries by label."""
-    own_spans: dict[str, list[JobSpan]] = {}
+    own_spans: dict[str, list[Span]] = {}
     for span in spans:
         own_spans.setdefault(span.request_id, []).append(span)
     records = _in_order_served(result.records, own_spans)
@@ -206,7 +206,7 @@ def _draw_timeline(ax: Axes, result: LoadResult, spans: Iterable[JobSpan],
 
 
 def _in_order_served(records: Iterable[Record],
-                     spans_of: dict[str, list[JobSpan]]) -> list[Record]:
+                     spans_of: dict[str, list[Span]]) -> list[Record]:
     """Records by when the server began serving them: their earliest job, else their answer."""
     def served(record: Record) -> tuple[float, int]:
         own = spans_of.get(record.request_id)
@@ -214,7 +214,7 @@ def _in_order_served(records: Iterable[Record],
     return sorted(records, key=served)
 
 
-def _timeline_end(result: LoadResult, spans: Iterable[JobSpan]) -> float:
+def _timeline_end(result: LoadResult, spans: Iterable[Span]) -> float:
     """Seconds from the run's start to the last thing drawn, plus a margin."""
     ids = {record.request_id for record in result.records}
     last = max([record.end for record in result.records]
@@ -244,7 +244,10 @@ def _figure_and_axes(ax: Axes | None, figsize: tuple[float, float]
                      ) -> tuple[Figure, Axes, bool]:
     """Our own figure when no axes are given; the caller's layout otherwise."""
     if ax is not None:
-        return ax.figure, ax, False
+        root = ax.get_figure(root=True)  # the whole figure, even for axes in a subfigure
+        if root is None:
+            raise ValueError("these axes belong to no figure: make them with plt.subplots()")
+        return root, ax, False
     fig, ax = plt.subplots(figsize=figsize, dpi=DPI)
     return fig, ax, True
 

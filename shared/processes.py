@@ -169,7 +169,7 @@ class LoggedChild:
         if self._own_folder:
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def __enter__(self) -> "LoggedChild":
+    def __enter__(self) -> LoggedChild:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -356,7 +356,7 @@ def _reap_children() -> None:
 def _die_with_parent(die_signal: signal.Signals | int | None) -> Callable[[], None] | None:
     """A ``preexec_fn`` asking Linux to signal the child when its parent dies."""
     prctl = _prctl() if die_signal is not None else None
-    if prctl is None:
+    if prctl is None or die_signal is None:
         return None
     signum, parent = int(die_signal), os.getpid()
 

@@ -14,8 +14,12 @@ from __future__ import annotations
 import sys
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from tqdm.std import tqdm as text_tqdm
+
+if TYPE_CHECKING:
+    from tqdm.notebook import tqdm_notebook
 
 #: With ``enabled=None`` a bar appears only once the work has lasted this long.
 DELAY_SECONDS = 2.0
@@ -43,6 +47,7 @@ class ProgressBar:
             raise ValueError(f"enabled must be True, False or None, got {enabled!r}")
         self.total, self.desc, self.unit, self.enabled = total, desc, unit, enabled
         self._bar: text_tqdm | None = None
+        self._widget: tqdm_notebook | None = None  # the same bar, when it is a widget
         self._hidden_until: float | None = None  # widget bars waiting for DELAY_SECONDS
         self._count = 0
 
@@ -54,12 +59,12 @@ class ProgressBar:
     def __enter__(self) -> ProgressBar:
         if self.enabled is False or self.total == 0:
             return self
-        options = dict(total=self.total, desc=self.desc or None, unit=self.unit,
-                       mininterval=_REDRAW_SECONDS)
+        options: dict[str, Any] = dict(total=self.total, desc=self.desc or None,
+                                       unit=self.unit, mininterval=_REDRAW_SECONDS)
         delay = DELAY_SECONDS if self.enabled is None else 0.0
         if in_jupyter():
-            self._bar = _widget_bar(options, hidden=delay > 0)
-            if self._bar is not None:
+            self._bar = self._widget = _widget_bar(options, hidden=delay > 0)
+            if self._widget is not None:
                 self._hidden_until = time.monotonic() + delay if delay > 0 else None
                 return self
         # On a terminal, stderr as usual; in Jupyter without ipywidgets, stdout,
@@ -73,16 +78,17 @@ class ProgressBar:
         self._count += n
         if self._bar is None:
             return
-        if self._hidden_until is not None and time.monotonic() >= self._hidden_until:
+        if (self._widget is not None and self._hidden_until is not None
+                and time.monotonic() >= self._hidden_until):
             self._hidden_until = None
-            self._bar.container.layout.display = None  # the widget's default: shown
+            self._widget.container.layout.display = None  # the widget's default: shown
         self._bar.update(n)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self._bar is not None:
             self._bar.close()  # a widget bar left short of its total turns red
-            self._bar = None
+            self._bar = self._widget = None
 
     def __repr__(self) -> str:
         return f"<ProgressBar {self.desc!r} {self._count}/{self.total} {self.unit}>"
@@ -102,15 +108,16 @@ def in_jupyter() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def _widget_bar(options: dict, *, hidden: bool) -> text_tqdm | None:
+def _widget_bar(options: dict[str, Any], *, hidden: bool) -> tqdm_notebook | None:
     """tqdm's ipywidgets bar, put in the cell's output now; None without ipywidgets."""
     try:
-        from tqdm.notebook import IProgress, tqdm_notebook
+        # Only in Jupyter: tqdm.notebook imports ipywidgets. (IProgress: not in tqdm's stubs.)
+        from tqdm.notebook import IProgress, tqdm_notebook  # type: ignore[attr-defined]  # noqa: PLC0415
     except ImportError:
         return None
     if IProgress is None:  # ipywidgets is not installed
         return None
-    from IPython.display import display
+    from IPython.display import display  # noqa: PLC0415 - only in Jupyter
 
     # Displayed by us, not by tqdm, so that it can start hidden.  Its
     # text/plain (what a notebook stores besides the widget) is the bar at

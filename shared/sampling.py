@@ -51,7 +51,7 @@ class Sampler:
         self._thread: threading.Thread | None = None
         self._process = psutil.Process()
 
-    def start(self) -> "Sampler":
+    def start(self) -> Sampler:
         if self._thread is None:
             self.started = time.perf_counter()
             self._take()
@@ -59,7 +59,7 @@ class Sampler:
             self._thread.start()
         return self
 
-    def stop(self) -> "Sampler":
+    def stop(self) -> Sampler:
         """Stop sampling and wait for the sampler thread to end (one last sample first)."""
         thread, self._thread = self._thread, None
         if thread is not None:
@@ -89,7 +89,7 @@ class Sampler:
             raise ValueError("no samples yet: use the sampler in a with block first")
         return self.samples[0].value(name)
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

@@ -16,12 +16,14 @@ import sys
 import threading
 import time
 from contextlib import ExitStack
+from typing import Any
 
 from shared.app import create_app, state
 from shared.modes import MODES, redis_url_for
+from shared.net import PortInUse
 from shared.redis_server import RedisUnavailable, mask_password
 from shared.smtp_sink import SmtpSink, refuse_share
-from shared.web import BackgroundServer, PortInUse
+from shared.web import BackgroundServer
 
 DRAIN_SECONDS = 10.0
 _say_lock = threading.Lock()
@@ -104,7 +106,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _mode_options(args: argparse.Namespace) -> dict[str, object]:
+def _mode_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options given on the command line that the mode takes (others: a clear error)."""
     given = {"workers": args.workers, "queue_size": args.queue_size}
     return {name: value for name, value in given.items() if value is not None}

@@ -31,14 +31,14 @@ class Settings:
         return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """The settings a parent put in ``environ``; defaults for the ones it did not."""
         values = {}
         for f in fields(cls):
             text = environ.get(PREFIX + f.name.upper())
             if text is None:
                 continue
-            kind = type(f.default)
+            kind: type = type(f.default)
             try:
                 values[f.name] = kind(text)
             except ValueError:

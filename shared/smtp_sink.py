@@ -20,9 +20,9 @@ import errno
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email import message_from_bytes, policy
-from typing import Callable
 
 from aiosmtpd.controller import Controller
 
@@ -83,7 +83,7 @@ def refuse_share(share: float, *, seed: int = 0) -> RefusalPolicy:
 
 
 class _SlowHandler:
-    def __init__(self, sink: "SmtpSink") -> None:
+    def __init__(self, sink: SmtpSink) -> None:
         self._sink = sink
 
     async def handle_DATA(self, server, session, envelope) -> str:
@@ -161,7 +161,7 @@ class SmtpSink:
     def running(self) -> bool:
         return self._controller is not None
 
-    def start(self) -> "SmtpSink":
+    def start(self) -> SmtpSink:
         if self._controller is None:
             self.port, self._controller = start_controller(
                 _SlowHandler(self), self.host, self.port, server_hostname="sink.localhost",
@@ -178,7 +178,7 @@ class SmtpSink:
         if self.on_delivery is not None:
             self.on_delivery(message)
 
-    def __enter__(self) -> "SmtpSink":
+    def __enter__(self) -> SmtpSink:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

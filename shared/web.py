@@ -11,6 +11,9 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from shared.net import PortInUse, free_port
 
+# PortInUse and free_port live in shared.net; older imports still find them here.
+__all__ = ["BackgroundServer", "InFlight", "PortInUse", "QuietRequestHandler", "free_port"]
+
 log = logging.getLogger("shared.web")
 
 
@@ -100,7 +103,7 @@ class BackgroundServer:
     def running(self) -> bool:
         return self._server is not None
 
-    def start(self) -> "BackgroundServer":
+    def start(self) -> BackgroundServer:
         """Listen, then serve from a daemon thread until stop()."""
         if self._server is None:
             self._server = self._make_server()
@@ -110,7 +113,7 @@ class BackgroundServer:
             self._thread.start()
         return self
 
-    def listen(self) -> "BackgroundServer":
+    def listen(self) -> BackgroundServer:
         """Listen without a thread; then serve_forever() serves in the caller."""
         if self._server is None:
             self._server = self._make_server()
@@ -118,7 +121,9 @@ class BackgroundServer:
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until interrupted (for the command line)."""
-        self.listen()._server.serve_forever(poll_interval=0.1)
+        if self._server is None:
+            self._server = self._make_server()
+        self._server.serve_forever(poll_interval=0.1)
 
     def _make_server(self) -> BaseWSGIServer:
         # Bind ourselves: werkzeug prints to stderr and calls sys.exit(1)
@@ -130,7 +135,8 @@ class BackgroundServer:
                                  fd=sock.fileno())
         finally:
             sock.close()  # the server holds its own duplicate of the socket
-        server.in_flight = self.in_flight
+        # Werkzeug's server has no slot for it; QuietRequestHandler reads it back.
+        server.in_flight = self.in_flight  # type: ignore[attr-defined]
         return server
 
     def stop(self, drain: float = 10.0) -> int:
@@ -149,7 +155,7 @@ class BackgroundServer:
         server.server_close()  # no new connections from here on
         return self.in_flight.wait_idle(drain)
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

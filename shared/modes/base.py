@@ -79,7 +79,8 @@ class Runner:
 
     def describe(self) -> str:
         """One line for ``make serve``'s banner: how this runner runs jobs."""
-        return type(self).__doc__.strip().splitlines()[0] if type(self).__doc__ else self.name
+        doc = type(self).__doc__
+        return doc.strip().splitlines()[0] if doc else self.name
 
     def submit(self, job: Job) -> None:
         """Take ``job`` (already recorded as queued in the store) and run it, some time."""

@@ -41,6 +41,8 @@ class RedisQueueRunner(Runner):
         workers, ttl = self.config["workers"], self.config["heartbeat_ttl"]
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"the redis-queue mode needs workers >= 1, got {workers!r}")
+        if not isinstance(ttl, (int, float)) or ttl <= 0:
+            raise ValueError(f"the redis-queue mode needs heartbeat_ttl > 0 seconds, got {ttl!r}")
         self.queue = RedisQueue.fresh(self.settings.redis_url)
         self.pool = WorkerPool(self.queue, self.settings, heartbeat_ttl=float(ttl),
                                idempotent=bool(self.config["idempotent"]))

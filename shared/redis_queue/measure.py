@@ -12,8 +12,8 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from matplotlib.figure import Figure
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from shared.job import new_jobs
 from shared.redis_queue.demo import wait_for

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pathlib
 import pickle
 import sys
+from typing import cast
 
 from shared.redis_queue.queue import connect
 
@@ -40,7 +41,7 @@ def main(argv: list[str]) -> int:
     if item is None:
         print(f"no message in {key} within 5 s", file=sys.stderr)
         return 1
-    job = pickle.loads(item[1])  # noqa: S301 - the point of the demo
+    job = pickle.loads(cast(bytes, item[1]))  # noqa: S301 - the point of the demo
     print(f"unpickled: {job!r}")
     return 0
 

@@ -13,6 +13,11 @@ from shared.job import Job
 TIMEOUT = 5.0  # seconds for any one Redis command; blocking pops add their own wait
 
 
+def text(reply: bytes | str) -> str:
+    """A Redis reply as text: this client answers bytes (redis-py's types allow either)."""
+    return reply.decode() if isinstance(reply, bytes) else reply
+
+
 def connect(url: str) -> redis.Redis:
     """A client that fails fast: no hidden retries, bounded waits."""
     return redis.Redis.from_url(url, socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT + 5,
@@ -35,7 +40,7 @@ class RedisQueue:
         self.workers = f"{prefix}:workers"
 
     @classmethod
-    def fresh(cls, url: str) -> "RedisQueue":
+    def fresh(cls, url: str) -> RedisQueue:
         """A queue under a new random prefix, shared with nobody."""
         return cls(url, f"defer:{uuid.uuid4().hex[:8]}")
 
@@ -62,7 +67,7 @@ class RedisQueue:
 
     def held(self) -> dict[str, int]:
         """How many jobs each registered worker holds in its processing list."""
-        names = sorted(w.decode() for w in self.redis.smembers(self.workers))
+        names = sorted(text(w) for w in self.redis.smembers(self.workers))
         return {name: self.redis.llen(self.processing(name)) for name in names}
 
     def alive(self, worker: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.redis_queue.queue import RedisQueue
+from shared.redis_queue.queue import RedisQueue, text
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Recovered:
 def reap(queue: RedisQueue) -> list[Recovered]:
     """Requeue the jobs of every registered worker whose heartbeat expired."""
     recovered = []
-    for name in sorted(w.decode() for w in queue.redis.smembers(queue.workers)):
+    for name in sorted(text(w) for w in queue.redis.smembers(queue.workers)):
         if queue.alive(name):
             continue
         moved = 0  # LMOVE is atomic: each job is in exactly one list at any moment

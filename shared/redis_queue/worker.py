@@ -41,13 +41,15 @@ class Worker:
         mine = self.queue.processing(self.name)
         with Heartbeat(self.queue, self.name, self.heartbeat_ttl):
             while not self.stopping:
-                raw = self.queue.redis.blmove(self.queue.queue, mine, POLL_SECONDS,
-                                              "RIGHT", "LEFT")
+                # A float timeout is fine since Redis 6; redis-py's types say int.
+                raw = self.queue.redis.blmove(self.queue.queue, mine,
+                                              POLL_SECONDS, "RIGHT", "LEFT")  # type: ignore[arg-type]
                 if raw is not None:
                     self.handle(raw)  # killed here: the job waits in `mine` for the reaper
-                    self.queue.redis.lrem(mine, 1, raw)  # acknowledge: done with it
+                    # Acknowledge: done with it. (redis-py's types want str; bytes is fine.)
+                    self.queue.redis.lrem(mine, 1, raw)  # type: ignore[arg-type]
 
-    def handle(self, raw: bytes) -> None:
+    def handle(self, raw: bytes | str) -> None:
         """Decode one message (JSON only) and run it once; errors land in the store."""
         try:
             job = Job.from_json(raw)
@@ -96,7 +98,7 @@ class Heartbeat:
         while not self._stop.wait(self.ttl / 4):
             self.beat()
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self.beat()  # alive first, registered second: the reaper never sees us without a beat
         self.redis.sadd(self.queue.workers, self.name)
         self._thread.start()
