@@ -69,7 +69,7 @@ lab: $(STAMP)
 
 # The layers (pyproject.toml's [tool.importlinter]), then style and types: a few seconds.
 lint: $(STAMP)
-	$(VENV)/bin/lint-imports
+	$(VENV)/bin/lint-imports --no-logo
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/mypy shared
 
