@@ -8,27 +8,31 @@ import psutil
 import pytest
 
 from shared.jobs import send_welcome_email
+from shared.processes import wait_until
 from shared.queue_plots import plot_backoff, plot_queue_waits, plot_scaling, plot_threads_and_memory
 from shared.sampling import Sampler
 from shared.smtp_sink import SmtpSink
-from shared.scaling import Point, count_primes, measure
+from shared.scaling import GAIN_WORDS, Point, count_primes, gain_in_words, measure
 from shared.store import JobStatus
 
 
 def test_the_sampler_sees_threads_come_and_go_and_stops_its_own():
+    # Other tests' daemon threads may come and go meanwhile: only the 20 sleepers
+    # started here are counted on, as a rise and a fall of at least 20.
     release = threading.Event()
     with Sampler(interval=0.005, extra={"answer": lambda: 42}) as watch:
-        time.sleep(0.05)
+        wait_until(lambda: len(watch.samples) >= 10, 10, "ten samples before the sleepers start")
         sleepers = [threading.Thread(target=release.wait, args=(10,)) for _ in range(20)]
         for thread in sleepers:
             thread.start()
-        time.sleep(0.1)
+        wait_until(lambda: watch.peak("threads") >= watch.first("threads") + 20, 10,
+                   "a sample with the 20 sleepers")
         release.set()
         for thread in sleepers:
             thread.join(10)
-        time.sleep(0.05)
-    assert watch.peak("threads") >= watch.first("threads") + 20
-    assert watch.samples[-1].threads == watch.first("threads")
+        ended = len(watch.samples)
+        wait_until(lambda: len(watch.samples) > ended, 10, "a sample after the sleepers ended")
+    assert watch.samples[-1].threads <= watch.peak("threads") - 20
     assert watch.peak("answer") == 42 and watch.peak("rss") > 0
     assert not [t for t in threading.enumerate() if t.name == "sampler"]
     times = [sample.t for sample in watch.samples]
@@ -60,6 +64,7 @@ def test_processes_run_pure_python_and_time_their_startup_apart():
     points = measure(count_primes, [2_000] * 4, [1, 2], kind="processes")
     assert [(p.kind, p.workers, p.jobs) for p in points] == [("processes", 1, 4), ("processes", 2, 4)]
     assert points[0].startup > 0 and points[1].startup == 0  # one pool, started once
+    assert points[0].memory > 2**20 and points[1].memory == 0  # its processes' memory, once
     assert all(p.seconds > 0 for p in points)
     assert not set(psutil.Process().children()) - before  # the pool and spawn's helper are gone
 
@@ -85,6 +90,31 @@ def test_repeat_keeps_the_fastest_run_of_each_size():
     [point] = measure(job, [1, 2], [1], repeat=3)
     assert len(calls) == 6
     assert point.seconds < 0.15
+
+
+@pytest.mark.parametrize("speedup, perfect, words", [
+    (0.5, 2, "a loss"), (1.0, 2, "no gain"), (1.4, 2, "a partial gain"), (1.9, 2, "near-perfect"),
+    (2.4, 2, "more than perfect"), (6.8, 8, "near-perfect"), (3.0, 8, "a partial gain"),
+])
+def test_a_speedup_in_words_compares_it_with_perfect(speedup, perfect, words):
+    assert gain_in_words(speedup, perfect) == words
+    assert words in GAIN_WORDS
+
+
+def test_a_speedup_in_words_refuses_nonsense():
+    with pytest.raises(ValueError, match="perfect >= 1"):
+        gain_in_words(1.0, 0.5)
+
+
+def test_perfect_scaling_is_drawn_at_the_measured_pool_sizes():
+    import matplotlib.pyplot as plt
+    # 2.4x with 2 workers is above perfect: the reference must say 2 there, not 3.3.
+    points = {"email": [Point("threads", w, 8, 8 / r, 0.0) for w, r in ((1, 1), (2, 2.4), (8, 6.8))]}
+    ax = plot_scaling(points, cores=2).axes[0]
+    perfect = next(line for line in ax.lines if line.get_label() == "perfect scaling")
+    assert list(perfect.get_xdata()) == [1, 2, 8] and list(perfect.get_ydata()) == [1, 2, 8]
+    assert ax.get_ylim()[1] > 8  # every point and the perfect line fit
+    plt.close("all")
 
 
 def test_the_figures_draw_what_they_are_given():
