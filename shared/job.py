@@ -56,7 +56,12 @@ class Job:
 
 
 def new_jobs(email: str, request_id: str, kinds: tuple[str, ...] = KINDS) -> list[Job]:
-    """One job of each kind for a new account, each with a fresh id (never the client's)."""
+    """One job of each kind for a new account, each with a fresh id (never the client's).
+
+    ``enqueued_at`` is now: when the job is made, just before it is recorded
+    and queued. It travels in the job's message (Redis, Dramatiq); the
+    thread-queue mode records in the store the moment each job joins its queue.
+    """
     now = time.time()
     return [Job(uuid.uuid4().hex, kind, email, request_id, now) for kind in kinds]
 

@@ -254,6 +254,17 @@ class Store:
         with self._write() as db:
             self._insert_jobs(db, jobs)
 
+    def set_enqueued_at(self, stamps: Iterable[tuple[str, float]]) -> None:
+        """Record when jobs entered their queue: ``(job id, Unix time)`` pairs.
+
+        A job row starts with the time the signup made the job; a queue that
+        knows the moment each job went in line (the thread-queue mode) writes
+        it here, so that ordering jobs by ``enqueued_at`` is queue order.
+        """
+        with self._write() as db:
+            db.executemany("UPDATE jobs SET enqueued_at = ? WHERE id = ?",
+                           [(when, job_id) for job_id, when in stamps])
+
     @staticmethod
     def _insert_jobs(db: sqlite3.Connection, jobs: Iterable[QueuedJob]) -> None:
         db.executemany(

@@ -94,6 +94,23 @@ def test_one_worker_takes_jobs_oldest_first_or_emails_first(store, fast_sink, pr
     assert _start_order(store) == expected
 
 
+def test_enqueued_at_is_when_the_job_joined_the_queue_so_it_sorts_in_queue_order(store, fast_sink):
+    runner = _runner(store, fast_sink, workers=1, start_workers=False)
+    first, second = new_jobs("a@example.com", "a"), new_jobs("b@example.com", "b")
+    store.create_account("a@example.com", first)
+    store.create_account("b@example.com", second)
+    runner.submit_all(second)  # made second, queued first
+    runner.submit_all(first)
+    runner.start()
+    assert runner.wait(DEADLINE), "the jobs did not finish"
+    assert runner.close(DEADLINE).unfinished == 0
+    jobs = store.jobs()
+    by_enqueued = [j.email[0] for j in sorted(jobs, key=lambda j: j.enqueued_at)]
+    by_start = [j.email[0] for j in sorted(jobs, key=lambda j: j.started_at)]
+    assert by_enqueued == by_start == ["b", "b", "a", "a"]
+    assert all(j.enqueued_at <= j.started_at for j in jobs)
+
+
 def test_close_drains_the_queue_then_stops_every_worker(store, fast_sink):
     before = len(_worker_threads())
     runner = _runner(store, fast_sink, workers=3, start_workers=False)

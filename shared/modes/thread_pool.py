@@ -114,8 +114,13 @@ class ThreadQueue(Runner):
             if room < len(jobs):
                 raise QueueFull(f"the job queue is full ({self.queue_size} jobs waiting)",
                                 RETRY_AFTER_SECONDS)
+            stamps = []
             for job in jobs:
+                stamps.append((job.id, time.time()))  # the moment it joins the line
                 self._queue.put_nowait(self._item(job))
+        # Stamped in queue order under the lock, written after it to keep the lock short.
+        # A worker may be running the job already: it writes other columns, nothing is lost.
+        self.store.set_enqueued_at(stamps)
 
     def _item(self, job: Job | None) -> tuple[int, int, Job | None]:
         if job is None:
@@ -130,7 +135,7 @@ class ThreadQueue(Runner):
         while True:
             _, _, job = self._queue.get()
             try:
-                if job is None:  # the sentinel: every job queued before it is done
+                if job is None:  # the sentinel: every job queued before it was taken
                     return
                 if self._abort.is_set():
                     self._drop(job)
