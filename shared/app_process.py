@@ -17,11 +17,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import IO
 
-from shared.processes import start_child, stop_tree
+from shared.processes import start_child, stop_tree, wait_until
 
 STARTUP_SECONDS = 20.0
 READY = "listening on "
@@ -66,24 +65,33 @@ class AppProcess:
             return self
         self._stderr = tempfile.TemporaryFile()
         self.process = start_child(self.command(), stdout=subprocess.PIPE, stderr=self._stderr)
-        line = self._first_line(self.process, time.monotonic() + timeout)
+        line = self._first_line(self.process, timeout)
         if not line.startswith(READY):
             self._give_up(f"it said {line!r} instead of {READY!r}" if line else
                           f"it did not answer within {timeout:g} s")
         self.url = line[len(READY):].strip()
         return self
 
-    def _first_line(self, process: subprocess.Popen, deadline: float) -> str:
+    def _first_line(self, process: subprocess.Popen, timeout: float) -> str:
+        """The child's first line on stdout; "" if it printed none within ``timeout`` s."""
         stdout = process.stdout
         assert stdout is not None, "the child must be started with stdout=PIPE"
+
+        def exited() -> str | None:
+            return None if process.poll() is None else f"it exited with code {process.returncode}"
+
         with selectors.DefaultSelector() as selector:  # select() fails on fds over 1023
             selector.register(stdout, selectors.EVENT_READ)
-            while time.monotonic() < deadline:
-                if selector.select(0.05):
-                    return stdout.readline().decode("utf-8", "replace").strip()
-                if process.poll() is not None:
-                    self._give_up(f"it exited with code {process.returncode}")
-        return ""
+            try:
+                wait_until(lambda: selector.select(0.05), timeout, "the app's first line",
+                           interval=0, problem=exited)
+            except TimeoutError:
+                return ""
+            except RuntimeError:  # from exited(), unless the process still runs
+                if process.poll() is None:
+                    raise
+                self._give_up(exited() or "it exited")
+        return stdout.readline().decode("utf-8", "replace").strip()
 
     def _give_up(self, why: str) -> None:
         tail: list[str] = []
