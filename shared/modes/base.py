@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from shared.job import Job
 from shared.processes import wait_until
@@ -65,7 +65,8 @@ class Runner:
     def __init__(self, store: Store, settings: Settings, **options: object) -> None:
         self.check_options(options)
         self.store, self.settings = store, settings
-        self.config = {**self.options, **options}
+        # Values of several types, each checked by the mode that takes it.
+        self.config: dict[str, Any] = {**self.options, **options}
         self._bookmark = store.last_seq()
 
     @classmethod
