@@ -7,7 +7,7 @@ and never shows it; Jupyter displays it once at the end of the cell.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
@@ -25,7 +25,7 @@ LINE_COLOURS = ("tab:orange", "tab:blue", "tab:green", "tab:purple", "tab:brown"
 MB = 1024 * 1024
 
 
-def plot_threads_and_memory(sampler: "Sampler", *, title: str | None = None,
+def plot_threads_and_memory(sampler: Sampler, *, title: str | None = None,
                             xmax: float | None = None) -> Figure:
     """Live threads (top) and resident memory (bottom) against seconds since sampling began."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.0, 3.6), dpi=DPI, sharex=True)
@@ -46,10 +46,21 @@ def plot_threads_and_memory(sampler: "Sampler", *, title: str | None = None,
     return fig
 
 
-def plot_queue_waits(jobs: Sequence["JobStatus"], *, title: str | None = None,
+class _Ran(NamedTuple):
+    """A job that started; ``finished_at`` is its start while it still runs."""
+
+    kind: str
+    enqueued_at: float
+    started_at: float
+    finished_at: float
+
+
+def plot_queue_waits(jobs: Sequence[JobStatus], *, title: str | None = None,
                      xmax: float | None = None) -> Figure:
     """One row per job, in the order queued: grey while it waited in the queue, colour while it ran."""
-    ordered = sorted((job for job in jobs if job.started_at is not None),
+    ordered = sorted((_Ran(job.kind, job.enqueued_at, job.started_at,
+                           job.finished_at or job.started_at)
+                      for job in jobs if job.started_at is not None),
                      key=lambda job: (job.enqueued_at, job.kind != "welcome_email"))
     fig, ax = plt.subplots(figsize=(7.0, 3.6 if len(ordered) <= 40 else 4.4), dpi=DPI)
     t0 = min((job.enqueued_at for job in ordered), default=0.0)
@@ -57,13 +68,12 @@ def plot_queue_waits(jobs: Sequence["JobStatus"], *, title: str | None = None,
     ax.barh(rows, [job.started_at - job.enqueued_at for job in ordered],
             left=[job.enqueued_at - t0 for job in ordered], height=0.8,
             color=WAITING_COLOUR, linewidth=0)
-    ax.barh(rows, [(job.finished_at or job.started_at) - job.started_at for job in ordered],
+    ax.barh(rows, [job.finished_at - job.started_at for job in ordered],
             left=[job.started_at - t0 for job in ordered], height=0.8,
             color=[KIND_COLOURS.get(job.kind, "tab:green") for job in ordered], linewidth=0)
     ax.set_ylim(len(ordered) + 0.7, 0.3)
     ax.set_xlim(0, xmax if xmax is not None else
-                max((job.finished_at or job.started_at) - t0 for job in ordered) * 1.03
-                if ordered else 1.0)
+                max(job.finished_at - t0 for job in ordered) * 1.03 if ordered else 1.0)
     ax.set_xlabel("seconds since the first job was queued")
     ax.set_ylabel("job, in the order queued")
     ax.set_title(title if title is not None else "Waiting in the queue, then running")
@@ -79,27 +89,34 @@ def plot_queue_waits(jobs: Sequence["JobStatus"], *, title: str | None = None,
     return fig
 
 
-def plot_scaling(series: dict[str, Sequence["Point"]], *, cores: int | None = None,
+def plot_scaling(series: dict[str, Sequence[Point]], *, cores: int | None = None,
                  title: str | None = None) -> Figure:
     """Speed-up against pool size: each run's throughput over its own one-worker throughput.
 
-    The dotted diagonal is perfect scaling; the dashed line is the number of cores.
+    The dotted line is perfect scaling (N workers, N times the throughput),
+    drawn through the measured pool sizes, so that each point compares with
+    the perfect one straight above or below it; the dashed line is the
+    number of cores.
     """
     fig, ax = plt.subplots(figsize=(7.0, 3.6), dpi=DPI)
-    largest = max(point.workers for points in series.values() for point in points)
-    ax.plot([1, largest], [1, largest], linestyle=":", color="grey", label="perfect scaling")
+    sizes = sorted({point.workers for points in series.values() for point in points})
+    ax.plot(sizes, sizes, linestyle=":", marker="_", markersize=10, color="grey",
+            label="perfect scaling")
     if cores:
         ax.axhline(cores, linestyle="--", color="black", linewidth=1, label=f"{cores} cores")
+    highest = float(max(sizes))
     for number, (label, points) in enumerate(series.items()):
         base = next(point.rate for point in points if point.workers == min(p.workers for p in points))
-        ax.plot([point.workers for point in points], [point.rate / base for point in points],
+        speedups = [point.rate / base for point in points]
+        highest = max(highest, *speedups)
+        ax.plot([point.workers for point in points], speedups,
                 marker="o", color=LINE_COLOURS[number % len(LINE_COLOURS)], label=label)
     ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted({point.workers for points in series.values() for point in points}))
+    ax.set_xticks(sizes)
     ax.get_xaxis().set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}"))
     ax.set_xlabel("workers in the pool")
     ax.set_ylabel("throughput, times\nthat of 1 worker")
-    ax.set_ylim(0, largest + 0.5)
+    ax.set_ylim(0, highest * 1.08 + 0.3)
     ax.set_title(title if title is not None else "What more workers buy")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
     ax.grid(True, color="#e6e6e6", linewidth=0.8)

@@ -10,18 +10,23 @@ work behave differently:
   number of cores, then stop;
 - pure Python (:func:`count_primes`): one thread at a time holds the GIL,
   so threads stay flat, and only processes use the other cores, at the cost
-  of starting them and of pickling every argument and result.
+  of starting them, of their memory, and of pickling every argument and result.
+
+:func:`gain_in_words` says what a measured speed-up amounts to, in a few
+fixed words, so a notebook can print a conclusion computed from its numbers.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import (FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor,
                                 ThreadPoolExecutor, wait)
 from dataclasses import dataclass
 from typing import Any
+
+import psutil
 
 KINDS = ("threads", "processes")
 
@@ -35,11 +40,39 @@ class Point:
     jobs: int
     seconds: float
     startup: float  # seconds to get the pool's workers ready, before the clock started
+    memory: int = 0  # bytes the pool's worker processes held once started (0 for threads)
 
     @property
     def rate(self) -> float:
         """Jobs per second."""
         return self.jobs / self.seconds if self.seconds > 0 else float("inf")
+
+
+#: Every phrase :func:`gain_in_words` can return (the notebook checker normalises them).
+GAIN_WORDS = ("a loss", "no gain", "a partial gain", "near-perfect", "more than perfect")
+
+
+def gain_in_words(speedup: float, perfect: float) -> str:
+    """A measured speed-up in words, against the perfect one.
+
+    ``speedup`` is a throughput over another (1.8 for 1.8x); ``perfect`` is
+    what it would be if the extra workers added all their work (2 for twice
+    the workers). Below 0.85 it is ``"a loss"``, up to 1.15 ``"no gain"``, from
+    80% of perfect ``"near-perfect"``, above 115% of it ``"more than
+    perfect"`` (the slower run was slowed by something else), else ``"a
+    partial gain"``.
+    """
+    if not speedup >= 0 or not perfect >= 1:
+        raise ValueError(f"speedup must be >= 0 and perfect >= 1, got {speedup!r} and {perfect!r}")
+    if speedup < 0.85:
+        return "a loss"
+    if speedup < 1.15:
+        return "no gain"
+    if speedup > perfect * 1.15:
+        return "more than perfect"
+    if speedup >= perfect * 0.8:
+        return "near-perfect"
+    return "a partial gain"
 
 
 def count_primes(limit: int) -> int:
@@ -96,18 +129,23 @@ def _windowed(work: Callable[[Any], Any], inputs: Sequence[Any], pool_sizes: Seq
               kind: str, repeat: int = 1) -> list[Point]:
     """One pool of the largest size; pool size N means at most N jobs in flight.
 
-    Starting processes is slow, so the pool starts once (``startup`` of the
-    first point; 0 for the others, which reuse it).
+    Starting processes is slow, so the pool starts once (``startup`` and
+    ``memory`` of the first point; 0 for the others, which reuse it).
     """
+    me = psutil.Process()
+    before = {child.pid for child in me.children(recursive=True)}
     begin = time.perf_counter()
     with _pool(kind, max(pool_sizes)) as pool:
         list(pool.map(_nap, [0.05] * max(pool_sizes)))
         startup = time.perf_counter() - begin
-        points = []
+        memory = _resident(child for child in me.children(recursive=True)
+                           if child.pid not in before)
+        points: list[Point] = []
         for workers in pool_sizes:
             seconds = min(_in_flight(pool, work, inputs, workers) for _ in range(repeat))
+            first = not points
             points.append(Point(kind, workers, len(inputs), seconds,
-                                startup if not points else 0.0))
+                                startup if first else 0.0, memory if first else 0))
     _stop_resource_tracker()
     return points
 
@@ -126,6 +164,17 @@ def _in_flight(pool: Executor, work: Callable[[Any], Any], inputs: Sequence[Any]
     for future in pending:
         future.result()
     return time.perf_counter() - start
+
+
+def _resident(processes: Iterable[psutil.Process]) -> int:
+    """Resident memory of ``processes``, in bytes; those that ended meanwhile count 0."""
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
 
 
 def _stop_resource_tracker() -> None:
