@@ -161,10 +161,10 @@ def _live_retry(should_retry: Callable[..., Any]) -> None:
     from shared.retries.flaky_smtp import FlakySmtp
     from shared.retries.lab import RetryLab
     from shared.retries.mail import send_welcome
-    from shared.web import free_port
+    from shared.net import closed_port
 
-    closed_port = free_port()
-    with FlakySmtp(fail_first=2, bounce={"nobody@example.com"}) as smtp, RetryLab() as lab:
+    with closed_port() as down_port, \
+            FlakySmtp(fail_first=2, bounce={"nobody@example.com"}) as smtp, RetryLab() as lab:
         @lab.actor(retry_when=lambda retries, exc: bool(should_retry(retries, exc)), min_backoff=20,
                    max_backoff=100)
         def welcome(address, port):
@@ -173,7 +173,7 @@ def _live_retry(should_retry: Callable[..., Any]) -> None:
         lab.start()
         welcome.send("ada@example.com", smtp.port)
         welcome.send("nobody@example.com", smtp.port)
-        welcome.send("down@example.com", closed_port)
+        welcome.send("down@example.com", down_port)
         _wait(lab, "3 emails to be sent or given up")
         expected = {"ada@example.com": (3, "done", "two 451 answers, then sent"),
                     "nobody@example.com": (1, "dead", "a 550 answer is permanent"),
@@ -209,6 +209,7 @@ def test_idempotent_welcome(ns: dict[str, Any]) -> None:
                     f"three calls of send_welcome_once(client, {job!r}, 'ada@example.com', ...) sent "
                     f"{smtp.received('ada@example.com')} emails, expected 1: check a mark in Redis "
                     "before sending, and write it after")
+            _check_mark_expires(client, job)
             call(send_once, client, f"job-{run}-b", "grace@example.com", host=smtp.host, port=smtp.port)
             if smtp.received("grace@example.com") != 1:
                 raise AssertionError("a second job (another job_id, another address) sent "
@@ -249,6 +250,18 @@ def test_idempotent_welcome(ns: dict[str, Any]) -> None:
         if keys:
             client.delete(*keys)
         client.close()
+
+
+def _check_mark_expires(client: Any, job_id: str) -> None:
+    keys = list(client.scan_iter(match=f"*{job_id}*", count=1000))
+    if not keys:
+        raise AssertionError(f"after send_welcome_once(client, {job_id!r}, ...) no Redis key holds "
+                             f"the job id: write the mark under a key made from it, such as "
+                             f"welcome-sent:{job_id}")
+    for key in keys:
+        if client.ttl(key) == -1:
+            raise AssertionError(f"the mark {key.decode()!r} has no expiry (TTL -1), so Redis keeps "
+                                 "it forever: write it with one, client.set(key, 1, ex=...)")
 
 
 def _live_idempotent(send_once: Callable[..., Any], client: Any) -> None:
