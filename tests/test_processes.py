@@ -13,8 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shared.processes import (LoggedChild, become_subreaper, kill_descendants, start_child,
-                              stop_tree, wait_until)
+from shared.processes import LoggedChild, start_child, stop_tree, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux-only")
@@ -143,7 +142,8 @@ def test_a_subreaper_collects_a_double_forked_daemon():
             "import os, subprocess\\n"
             "if os.fork() == 0:\\n"
             "    os.setsid()\\n"
-            "    sleeper = subprocess.Popen(['sleep', '60'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\\n"
+            "    sleeper = subprocess.Popen(['sleep', '60'], stdout=subprocess.DEVNULL,\\n"
+            "                               stderr=subprocess.DEVNULL)\\n"
             "    print(sleeper.pid, flush=True)\\n"
             "    os._exit(0)\\n"
             "os.wait()\\n"
