@@ -14,7 +14,7 @@ timed-out connection is transient too. Anything else (a ``KeyError``, a
 from __future__ import annotations
 
 import smtplib
-from typing import Callable
+from collections.abc import Callable
 
 #: At most this many retries (so 1 + 12 attempts) of a transient email error. With a
 #: provider that refuses half its attempts at random, an address is still unmailed

@@ -27,7 +27,8 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from shared.errors import describe
 

@@ -6,7 +6,8 @@ reported as "not implemented yet" rather than as a wrong answer.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from shared.errors import describe
 

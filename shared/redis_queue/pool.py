@@ -116,7 +116,7 @@ class WorkerPool:
         text = worker.log_text().strip().splitlines()
         return " | ".join(text[-lines:]) or "(its log is empty)"
 
-    def __enter__(self) -> "WorkerPool":
+    def __enter__(self) -> WorkerPool:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from email import message_from_bytes, policy
-from typing import Iterable
+from collections.abc import Iterable
 
 from aiosmtpd.controller import Controller
 
@@ -155,7 +155,7 @@ class FlakySmtp:
     def running(self) -> bool:
         return self._controller is not None
 
-    def start(self) -> "FlakySmtp":
+    def start(self) -> FlakySmtp:
         if self._controller is None:
             self.port, self._controller = start_controller(
                 _Handler(self), self.host, self.port, server_hostname="flaky.localhost",
@@ -166,7 +166,7 @@ class FlakySmtp:
         controller, self._controller = self._controller, None
         stop_controller(controller)
 
-    def __enter__(self) -> "FlakySmtp":
+    def __enter__(self) -> FlakySmtp:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -213,7 +213,7 @@ class SilentSmtp:
         self._socket: socket.socket | None = None
         self.port = 0
 
-    def start(self) -> "SilentSmtp":
+    def start(self) -> SilentSmtp:
         if self._socket is None:
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             listener.bind((self.host, 0))
@@ -230,7 +230,7 @@ class SilentSmtp:
     def running(self) -> bool:
         return self._socket is not None
 
-    def __enter__(self) -> "SilentSmtp":
+    def __enter__(self) -> SilentSmtp:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

@@ -24,7 +24,8 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import dramatiq
 from dramatiq.message import Message
@@ -179,7 +180,7 @@ class RetryLab:
             return dramatiq.actor(fn, broker=self.broker, **options)
         return lambda function: dramatiq.actor(function, broker=self.broker, **options)
 
-    def start(self) -> "RetryLab":
+    def start(self) -> RetryLab:
         """Start the worker (after declaring every actor)."""
         if self.worker is None:
             if self.time_limits:
@@ -276,7 +277,7 @@ class RetryLab:
             delete_namespace(self.url, self.namespace)
         _unquiet_dramatiq(self._capture)
 
-    def __enter__(self) -> "RetryLab":
+    def __enter__(self) -> RetryLab:
         return self
 
     def __exit__(self, *exc_info) -> None:

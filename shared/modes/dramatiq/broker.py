@@ -64,7 +64,7 @@ class BrokerConfig:
     email_max_backoff: int = EMAIL_RETRY_POLICY["max_backoff"]
 
     @classmethod
-    def fresh(cls, **overrides: int) -> "BrokerConfig":
+    def fresh(cls, **overrides: int) -> BrokerConfig:
         """A config with a namespace no other run uses."""
         return cls(namespace=f"defer-{uuid.uuid4().hex[:12]}", **overrides)
 
@@ -73,7 +73,7 @@ class BrokerConfig:
                 for field in fields(self)}
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "BrokerConfig":
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> BrokerConfig:
         values: dict[str, object] = {}
         for name, kind in ((field.name, str if field.name == "namespace" else int)
                            for field in fields(cls)):
