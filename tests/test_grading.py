@@ -132,6 +132,18 @@ def test_every_lesson_module_matches_its_prefix():
     assert len(names) == len(set(names)), "check(name) needs names unique across lessons"
 
 
+def test_every_exercise_has_wrong_answer_tests():
+    """Each lesson has a tests/test_grading_lessonNN.py that grades wrong answers of every exercise."""
+    for prefix, module_name in registry.LESSONS.items():
+        path = ROOT / "tests" / f"test_grading_lesson{prefix.rstrip('_')}.py"
+        assert path.exists(), f"{path.name} is missing: test a plausible wrong answer of each exercise"
+        text = path.read_text(encoding="utf-8")
+        for exercise in registry.exercises_of(module_name):
+            assert f'"{exercise.name}"' in text, (
+                f"{path.name} never grades {exercise.name}: add a plausible wrong answer its grader "
+                "must refuse, and the reason it must give")
+
+
 # -- isolation: every misbehaviour fails its own exercise only -------------------------
 
 def names_file_of(tmp_path: Path, *names: str) -> str:

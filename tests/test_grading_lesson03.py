@@ -45,7 +45,8 @@ HANDLE = "    handle(raw)  # a crash here leaves the job in `mine`, for the reap
      r"^right after BRPOP, before handle ran, a job was in neither the queue nor w1's processing "
      r"list: a worker killed there loses it\. Move it with one atomic command, BLMOVE"),
     # Acknowledged before the work is done: a crash in handle() loses the job.
-    (HANDLE + LREM, LREM + HANDLE, r"^right after LREM, before handle ran, .*LREM it only after handle returns"),
+    (HANDLE + LREM, LREM + HANDLE,
+     r"^right after LREM, before handle ran, .*LREM it only after handle returns"),
 ], ids=["brpop-then-lpush", "ack-before-handle"])
 def test_take_and_run_refuses_a_job_that_can_be_lost(old, new, reason):
     assert_refused("take_and_run", answer_with("take_and_run", old, new), reason)
@@ -54,7 +55,8 @@ def test_take_and_run_refuses_a_job_that_can_be_lost(old, new, reason):
 def test_reaper_refuses_rpop_then_rpush():
     source = answer_with(
         "reaper",
-        '        while queue.redis.lmove(queue.processing(name), queue.queue, "RIGHT", "RIGHT") is not None:\n',
+        '        while queue.redis.lmove(queue.processing(name), queue.queue, "RIGHT", "RIGHT")'
+        ' is not None:\n',
         "        while (raw := queue.redis.rpop(queue.processing(name))) is not None:\n"
         "            queue.redis.rpush(queue.queue, raw)\n")
     assert_refused("reaper", source,
@@ -93,7 +95,8 @@ EXTRA = '    if extra:\n        raise ValueError(f"unexpected key(s): {\', \'.jo
      r"^decode_job\(<true as enqueued_at>\) returned Job\(.*expected a ValueError"),
     (EXTRA, "", r"^decode_job\(<an unexpected key>\) raised TypeError: .*'args', expected a "
                 r"ValueError that says what is wrong"),
-    ('    except UnicodeDecodeError:\n        raise ValueError("not JSON: the message is not UTF-8 text") from None\n',
+    ('    except UnicodeDecodeError:\n'
+     '        raise ValueError("not JSON: the message is not UTF-8 text") from None\n',
      '    except UnicodeDecodeError:\n        raise ValueError("bad bytes") from None\n',
      r"decode_job\(<a pickled message>\) raised ValueError\('bad bytes'\); say what is wrong: "
      r"the message should mention 'json'"),

@@ -28,7 +28,8 @@ WRONG_ANSWERS = [
      "    return base, max_backoff\n",
      r"^backoff_window\(\d+, \d+, \d+\) returned \(\d+(\.\d+)?, \d+\), expected \(\d+(\.\d+)?, \d+\) "
      r"\(some draws stay under the cap"),
-    ("backoff_window", '    if retries < 0:\n        raise ValueError(f"retries counts from 0, got {retries}")\n',
+    ("backoff_window",
+     '    if retries < 0:\n        raise ValueError(f"retries counts from 0, got {retries}")\n',
      "", r"^backoff_window\(-1, 50, 800\) returned \(25\.0, 50\.0\), expected ValueError"),
     # retry_transient: one retry too many, and a permanent 5xx retried.
     ("retry_transient", "    if retries >= MAX_RETRIES:\n", "    if retries > MAX_RETRIES:\n",

@@ -47,7 +47,7 @@ def _job(email: str = "ada@example.com", kind: str = "welcome_email") -> Job:
     return new_jobs(email, "grading", (kind,))[0]
 
 
-def _missing(queue, jobs: list[bytes], lists: list[str]) -> list[bytes]:
+def _missing(queue, jobs: list[Any], lists: list[str]) -> list[Any]:
     """The jobs that none of ``lists`` holds: a process killed now would lose them."""
     with queue.redis.pipeline() as pipe:  # one snapshot of every list
         for key in lists:
@@ -238,7 +238,7 @@ def test_idempotent_email(ns: dict[str, Any]) -> None:
             if not forever and queue.redis.ttl(key) == -1:
                 forever.append((command.name, key))
 
-    r = SpyRedis.connect(queue.url, after=claims_expire)
+    r = SpyRedis(queue.url, after=claims_expire)
     try:
         with SmtpSink(delay=0.0) as sink:
             args = {"smtp_host": sink.host, "smtp_port": sink.port}
@@ -271,8 +271,8 @@ def test_idempotent_email(ns: dict[str, Any]) -> None:
     finally:
         r.close()
         for used in (job, other, raced):  # the learner's keys live outside the queue's prefix
-            for key in _keys_naming(queue, used):
-                queue.redis.delete(key)
+            for leftover in _keys_naming(queue, used):
+                queue.redis.delete(leftover)
         queue.delete()
         queue.close()
 
@@ -298,7 +298,7 @@ def _check_race(send_welcome_once, queue, sink, args, job: Job) -> None:
         except Exception as exc:  # noqa: BLE001
             errors.append(describe(exc))
 
-    r = SpyRedis.connect(queue.url, after=second_attempt)
+    r = SpyRedis(queue.url, after=second_attempt)
     try:
         call(send_welcome_once, r, job, **args)
     finally:

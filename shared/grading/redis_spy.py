@@ -46,12 +46,14 @@ After = Callable[[Command], None]
 class SpyRedis(redis.Redis):
     """A redis-py client: ``commands`` lists what it sent, ``after`` runs after each."""
 
-    @classmethod
-    def connect(cls, url: str, after: After | None = None) -> SpyRedis:
-        spy = cls.from_url(url, socket_connect_timeout=SOCKET_SECONDS, socket_timeout=SOCKET_SECONDS)
-        spy.commands: list[Command] = []
-        spy.after, spy._looking = after, False
-        return spy
+    def __init__(self, url: str, after: After | None = None) -> None:
+        pool = redis.ConnectionPool.from_url(url, socket_connect_timeout=SOCKET_SECONDS,
+                                             socket_timeout=SOCKET_SECONDS)
+        super().__init__(connection_pool=pool)
+        self.auto_close_connection_pool = True  # close() closes the pool, as from_url's does
+        self.commands: list[Command] = []
+        self.after = after
+        self._looking = False
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         result = super().execute_command(*args, **options)
@@ -78,7 +80,7 @@ class SpyPipeline(Pipeline):
 
     def __init__(self, spy: SpyRedis, transaction: bool, shard_hint: Any) -> None:
         super().__init__(spy.connection_pool, spy.response_callbacks, transaction, shard_hint)
-        self.spy = spy
+        self.spy, self.in_multi = spy, transaction
 
     def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
         result = super().immediate_execute_command(*args, **options)  # WATCH, and reads after it
@@ -88,7 +90,7 @@ class SpyPipeline(Pipeline):
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         names = [command_name(args) for args, _ in self.command_stack]
         args = tuple(arg for stacked, _ in self.command_stack for arg in stacked[1:])
-        atomic = self.transaction or self.explicit_transaction
+        atomic = self.in_multi or self.explicit_transaction
         result = super().execute(raise_on_error)
         if names:
             name = f"MULTI {' '.join(names)} EXEC" if atomic else " ".join(names)
@@ -106,5 +108,5 @@ def spied_queue(queue: RedisQueue, after: After | None = None) -> RedisQueue:
     """The same queue (url, prefix, keys) whose ``redis`` is a :class:`SpyRedis`."""
     twin = RedisQueue(queue.url, queue.prefix)
     twin.redis.close()
-    twin.redis = SpyRedis.connect(queue.url, after)
+    twin.redis = SpyRedis(queue.url, after)
     return twin
