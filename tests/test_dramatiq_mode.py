@@ -7,7 +7,6 @@ Retries, dead letters and requeue through the app: ``tests/test_retries.py`` (it
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import dramatiq
@@ -23,8 +22,8 @@ from shared.codelines import code_lines, package_modules
 from shared.modes.dramatiq.broker import BrokerConfig, job_message, namespace_keys
 from shared.job import Job, new_jobs, run_attempt
 from shared.modes.dramatiq.status import StoreStatus
-from shared.net import free_port
 from shared.pickup import idle_seconds_to_reach_cap, measure_pickup
+from shared.processes import wait_until
 from shared.redis_server import redis_url
 from shared.smtp_sink import SmtpSink, refuse_share
 from shared.settings import Settings
@@ -232,10 +231,8 @@ def test_a_welcome_email_does_not_wait_behind_a_backlog_of_avatars(fast_sink):
         store.add_jobs([*avatars, email])
         for job in [*avatars, email]:  # the email is sent last
             runner.submit(job)
-        deadline = time.monotonic() + DEADLINE
-        while store.job(email.id).status != "done":
-            assert time.monotonic() < deadline, f"waited {DEADLINE:g} s for the email job"
-            time.sleep(0.01)
+        wait_until(lambda: store.job(email.id).status == "done", DEADLINE, "the email job",
+                   interval=0.01)
         avatars_done = sum(store.job(job.id).status == "done" for job in avatars)
         assert runner.wait(DEADLINE * 2), store.counts()
     finally:
@@ -271,9 +268,10 @@ def test_a_provider_refusing_half_the_attempts_still_gets_every_address_once():
     assert len(refused) == sum(job.attempts - 1 for job in retried)
 
 
-def test_a_job_waiting_for_its_retry_shows_queued_with_its_error_then_failed_when_given_up():
+def test_a_job_waiting_for_its_retry_shows_queued_with_its_error_then_failed_when_given_up(
+        closed_port):
     """No provider at all: each attempt is refused; two retries, then dead-lettered."""
-    app = create_app("dramatiq", redis_url=redis_url(), smtp_host="127.0.0.1", smtp_port=free_port(), workers=1,
+    app = create_app("dramatiq", redis_url=redis_url(), smtp_host="127.0.0.1", smtp_port=closed_port, workers=1,
                      threads=1, max_retries=2, min_backoff=50, max_backoff=100)
     runner, store = state(app).runner, state(app).store
     try:
@@ -281,12 +279,15 @@ def test_a_job_waiting_for_its_retry_shows_queued_with_its_error_then_failed_whe
         store.add_jobs([job])
         runner.submit(job)
         seen = set()
-        deadline = time.monotonic() + DEADLINE
-        while (status := store.job(job.id)).status != "failed":
-            assert time.monotonic() < deadline, f"waited {DEADLINE:g} s for the job to fail: {status}"
+
+        def failed() -> bool:
+            status = store.job(job.id)
             if status.status == "queued" and status.attempts >= 1:
                 seen.add((status.attempts, status.error))
-            time.sleep(0.02)
+            return status.status == "failed"
+
+        wait_until(failed, DEADLINE, "the job to fail")
+        status = store.job(job.id)
         assert status.attempts == 3 and "Connection refused" in status.error
         assert any("Connection refused" in error for _, error in seen), seen
     finally:

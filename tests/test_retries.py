@@ -12,23 +12,15 @@ import pytest
 from dramatiq.common import compute_backoff
 
 from shared.processes import wait_until
-from shared.redis_server import redis_url, stop_embedded
+from shared.redis_server import redis_url
 from shared.retries.backoff import (DEFAULT_MAX_BACKOFF, DEFAULT_MAX_RETRIES, DEFAULT_MIN_BACKOFF,
                                     backoff_window, plot_waits, total_window)
 from shared.retries.flaky_smtp import FlakySmtp, SilentSmtp
 from shared.retries.lab import LabTimeout, RetryLab
 from shared.retries.mail import send_welcome
 from shared.retry_policy import EMAIL_MAX_RETRIES, is_transient, retry_email, retry_transient
-from shared.web import free_port
 
 DEADLINE = 20.0
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_redis_left_behind():
-    """The labs may start an embedded Redis: stop it before the run's leftover check."""
-    yield
-    stop_embedded()
 
 
 # -- the flaky provider ---------------------------------------------------------
@@ -261,8 +253,8 @@ def test_a_lab_refuses_zero_worker_threads():
         RetryLab(worker_threads=0)
 
 
-def test_a_refused_connection_is_retried_then_dead():
-    port = free_port()
+def test_a_refused_connection_is_retried_then_dead(closed_port):
+    port = closed_port
     with RetryLab() as lab:
         @lab.actor(retry_when=retry_email, min_backoff=10, max_backoff=40)
         def welcome(address):

@@ -10,7 +10,7 @@ import pytest
 from shared.app import create_app, state
 from shared.browser import browser_problem, headless_chromium, sign_up_in_browser
 from shared.modes import MODES, redis_url_for
-from shared.web import BackgroundServer, free_port
+from shared.web import BackgroundServer
 
 FOLLOWS_JOBS = [mode for mode, runner in MODES.items() if runner.kinds and runner.tells_job_ids]
 needs_browser = pytest.mark.skipif(browser_problem() is not None,
@@ -53,11 +53,11 @@ def test_the_page_follows_both_jobs_to_done_and_shows_the_avatar(mode, fast_sink
 
 @needs_browser
 @pytest.mark.parametrize("mode", FOLLOWS_JOBS)
-def test_the_page_shows_a_failed_job_with_its_error(mode, browser):
+def test_the_page_shows_a_failed_job_with_its_error(mode, browser, closed_port):
     # The provider is down. A refused connection is transient: a mode that retries it
     # gets one retry here, so it gives up within the page's wait.
     retries = {"max_retries": 1} if "max_retries" in MODES[mode].options else {}
-    app = create_app(mode, redis_url=redis_url_for(mode), smtp_host="127.0.0.1", smtp_port=free_port(), **retries)
+    app = create_app(mode, redis_url=redis_url_for(mode), smtp_host="127.0.0.1", smtp_port=closed_port, **retries)
     try:
         with BackgroundServer(app) as server:
             shown = sign_up_in_browser(browser, server.url + "/", "grace@example.com")
