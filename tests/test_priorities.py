@@ -15,20 +15,13 @@ import redis
 
 from shared.priorities import ActorPlan, Design, DesignError, WorkerGroup, WorkersFailed, run_design
 from shared.priorities.report import comparison_table
-from shared.redis_server import redis_url, stop_embedded
+from shared.redis_server import redis_url
 from shared.smtp_sink import SmtpSink
 
 BACKLOG = 30
 SEPARATE = Design("separate queues", reset=ActorPlan("urgent", 0),
                   newsletter=ActorPlan("bulk", 10),
                   workers=(WorkerGroup(("urgent",)), WorkerGroup(("bulk",))))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_redis():
-    """One Redis for the module; an embedded one is stopped when the module is done."""
-    yield redis_url()
-    stop_embedded()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from shared.redis_queue import RedisQueue, reap
 from shared.redis_queue.demo import kill_mid_job, kill_on_delivery, lost, wait_for
 from shared.redis_queue.pickle_demo import crafted_payload
 from shared.redis_queue.pool import WorkerPool
-from shared.redis_server import redis_url, stop_embedded
+from shared.redis_server import redis_url
 from shared.settings import Settings
 from shared.smtp_sink import SmtpSink
 from shared.store import Store
@@ -27,26 +27,12 @@ DEADLINE = 30.0
 TTL = 1.0  # short heartbeats keep these tests quick
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _no_redis_left_behind():
-    """The tests may start an embedded Redis: stop it before the leftover check."""
-    yield
-    stop_embedded()
-
-
 @pytest.fixture
 def queue():
     q = RedisQueue.fresh(redis_url())
     yield q
     q.delete()
     q.close()
-
-
-@pytest.fixture
-def store():
-    s = Store.fresh()
-    yield s
-    s.remove()
 
 
 def _settings(sink: SmtpSink, store: Store, queue: RedisQueue) -> Settings:
