@@ -189,8 +189,8 @@ class Supervisor:
                     else:
                         self._say(f"dramatiq worker group exited (code {code}); starting it "
                                   f"again (queues: {queues})")
-                    group.restarts += 1
                     group.start(self._env)
+                    group.restarts += 1  # after the start: a waiter then sees the new pid
 
 
 def log_folder() -> Path:
