@@ -126,8 +126,8 @@ class _Probe:
                                   broker_class=_CountingBroker)
         self.started: dict[int, float] = {}
         self._lock = threading.Lock()
-        self.actors = [dramatiq.actor(self._probe, broker=self.broker, actor_name=f"probe{n}",
-                                      queue_name=f"probe{n}", max_retries=0)
+        self.actors = [dramatiq.actor(broker=self.broker, actor_name=f"probe{n}",
+                                      queue_name=f"probe{n}", max_retries=0)(self._probe)
                        for n in range(queues)]
         self.worker = dramatiq.Worker(self.broker, worker_threads=queues,
                                       worker_timeout=worker_timeout)

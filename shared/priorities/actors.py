@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -89,12 +90,12 @@ def declare_actors(broker: RedisBroker, design: Design, settings: Settings) -> E
         """Send one copy of the newsletter: nobody waits for any one copy."""
         deliver(NEWSLETTER, address, number, newsletter_message(address, number))
 
-    common = {"broker": broker, "max_retries": 0}
+    common: dict[str, Any] = {"broker": broker, "max_retries": 0}
     return EmailActors(
-        reset_email=dramatiq.actor(send_reset_email, queue_name=design.reset.queue,
-                                   priority=design.reset.priority, **common),
-        newsletter=dramatiq.actor(send_newsletter, queue_name=design.newsletter.queue,
-                                  priority=design.newsletter.priority, **common),
+        reset_email=dramatiq.actor(queue_name=design.reset.queue,
+                                   priority=design.reset.priority, **common)(send_reset_email),
+        newsletter=dramatiq.actor(queue_name=design.newsletter.queue,
+                                  priority=design.newsletter.priority, **common)(send_newsletter),
     )
 
 

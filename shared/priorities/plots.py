@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -38,7 +39,7 @@ def plot_runs(outcomes: Sequence[Outcome], *, titles: Sequence[str] | None = Non
         ax.set_title(title, fontsize="medium", loc="left")
         ax.set_xlim(0, xmax)
     axes[-1, 0].set_xlabel("seconds since the newsletter was sent")
-    handles = [Patch(color=WAITING_COLOUR, label="copy waiting in a queue"),
+    handles: list[Artist] = [Patch(color=WAITING_COLOUR, label="copy waiting in a queue"),
                Patch(color=RESET_WAITING_COLOUR, label="reset email waiting"),
                Patch(color=NEWSLETTER_COLOUR, label="newsletter copy sending"),
                Patch(color=RESET_COLOUR, label="reset email sending")]

@@ -36,8 +36,8 @@ def delivery_order(url: str, *, backlog: int = 20, max_priority: int = 10,
     The queue is private to this call and deleted afterwards.
     """
     try:
-        import dramatiq
-        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+        import dramatiq  # noqa: PLC0415 - only when RabbitMQ is asked for
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker  # noqa: PLC0415 - needs pika
     except ImportError as exc:
         raise RabbitUnavailable(f"{exc}: run `pip install 'dramatiq[rabbitmq]'` first") from None
     broker = RabbitmqBroker(url=url, max_priority=max_priority)
@@ -46,7 +46,7 @@ def delivery_order(url: str, *, backlog: int = 20, max_priority: int = 10,
     def label(text: str) -> None:
         """Never run: this call reads the queue itself."""
 
-    actor = dramatiq.actor(label, broker=broker, queue_name=queue, actor_name=f"label_{queue}")
+    actor = dramatiq.actor(broker=broker, queue_name=queue, actor_name=f"label_{queue}")(label)
     try:
         for number in range(1, backlog + 1):
             actor.send_with_options(args=(f"N{number}",), broker_priority=0)

@@ -180,7 +180,8 @@ def run_design(design: Design, *, newsletter: int, smtp_host: str, smtp_port: in
         delete_namespace(url, namespace)
     jobs = sorted((Job(kind=e["kind"], number=e["number"], sent=sent[e["kind"], e["number"]],
                        started=e["started"], finished=e["finished"], worker=e["worker"],
-                       group=int(e["group"]), error=e["error"]) for e in entries), key=lambda job: job.started)
+                       group=int(e["group"]), error=e["error"]) for e in entries),
+                  key=lambda job: job.started)
     outcome = Outcome(design=design, newsletter_size=newsletter, jobs=tuple(jobs),
                       started=first, ended=max(job.finished for job in jobs))
     return outcome
