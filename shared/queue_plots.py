@@ -1,4 +1,4 @@
-"""Figures for lesson 02: threads over time, queue waits, pool scaling, retry backoff.
+"""Figures for lesson 02: threads over time, queue waits, a bounded queue, pool scaling, backoff.
 
 Every function returns a :class:`~matplotlib.figure.Figure` (dpi 90, small)
 and never shows it; Jupyter displays it once at the end of the cell.
@@ -42,6 +42,63 @@ def plot_threads_and_memory(sampler: Sampler, *, title: str | None = None,
         ax.grid(True, color="#e6e6e6", linewidth=0.8)
         ax.set_axisbelow(True)
     top.set_title(title if title is not None else "Threads and memory while the jobs run")
+    fig.tight_layout()
+    return fig
+
+
+def plot_threads_compared(samplers: dict[str, Sampler], *, title: str | None = None) -> Figure:
+    """Live threads against seconds since each run began, one line per run, on one scale."""
+    fig, ax = plt.subplots(figsize=(7.0, 2.8), dpi=DPI)
+    for number, (label, sampler) in enumerate(samplers.items()):
+        t0 = sampler.started if sampler.started is not None else sampler.samples[0].t
+        ax.plot([sample.t - t0 for sample in sampler.samples],
+                [sample.threads for sample in sampler.samples],
+                color=LINE_COLOURS[number % len(LINE_COLOURS)], label=label)
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("seconds since the burst began")
+    ax.set_ylabel("live threads")
+    ax.set_title(title if title is not None else "Live threads, the same burst")
+    ax.legend(loc="upper right", frameon=False, fontsize="small")
+    ax.grid(True, color="#e6e6e6", linewidth=0.8)
+    ax.set_axisbelow(True)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bounded_queue(sampler: Sampler, answers: Sequence[tuple[float, int]], *, bound: int,
+                       started: float, depth: str = "queued",
+                       title: str | None = None) -> Figure:
+    """A bounded queue under a crowd: jobs waiting (top, against the bound), answers (bottom).
+
+    ``sampler`` sampled the queue's depth as the extra ``depth``; ``answers``
+    are ``(perf_counter() when answered, HTTP status)`` pairs; ``started`` is
+    the ``perf_counter()`` reading the time axis counts from. The bottom
+    panel counts the answers so far, ``202`` and ``503`` apart.
+    """
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.0, 3.8), dpi=DPI, sharex=True)
+    times = [sample.t - started for sample in sampler.samples]
+    top.step(times, [sample.value(depth) for sample in sampler.samples], where="post",
+             color="tab:purple", label="jobs waiting in the queue")
+    top.axhline(bound, linestyle="--", color="black", linewidth=1,
+                label=f"the bound: {bound} jobs")
+    top.set_ylim(0, bound * 1.35)
+    top.set_ylabel("jobs waiting")
+    top.legend(loc="lower right", frameon=False, fontsize="small")
+    for status, colour in ((202, "tab:green"), (503, "tab:red")):
+        ends = sorted(when - started for when, answered in answers if answered == status)
+        bottom.step([0.0, *ends], range(len(ends) + 1), where="post", color=colour,
+                    label=f"{status} answers so far")
+    bottom.set_ylim(bottom=0)
+    bottom.set_ylabel("answers")
+    bottom.set_xlabel("seconds since the first signup")
+    bottom.legend(loc="upper left", frameon=False, fontsize="small")
+    last = max([*times, *(when - started for when, _ in answers)], default=0.0)
+    bottom.set_xlim(0, last * 1.02 or 1.0)
+    for ax in (top, bottom):
+        ax.grid(True, color="#e6e6e6", linewidth=0.8)
+        ax.set_axisbelow(True)
+    top.set_title(title if title is not None else "A bounded queue under a crowd")
     fig.tight_layout()
     return fig
 
@@ -129,7 +186,8 @@ def plot_backoff(waits: Sequence[tuple[int, float]], *, base: float, cap: float,
                  title: str | None = None) -> Figure:
     """Measured waits before each retry (dots) inside the formula's range (shaded).
 
-    ``waits`` holds ``(retry number, seconds waited)`` pairs.
+    ``waits`` holds ``(retry number, seconds waited)`` pairs. Where the cap
+    binds, a dashed line shows the ceiling the doubling alone would give.
     """
     from shared.backoff import backoff_ceiling  # noqa: PLC0415 - keeps imports one-way
 
@@ -140,15 +198,20 @@ def plot_backoff(waits: Sequence[tuple[int, float]], *, base: float, cap: float,
            label="formula: uniform between 0 and the ceiling")
     ax.hlines(ceilings, [n - 0.3 for n in retries], [n + 0.3 for n in retries], color="tab:blue",
               linewidth=1.5, label="ceiling: min(cap, base x 2^(n-1))")
+    uncapped = [(n, base * 2.0 ** (n - 1)) for n in retries if base * 2.0 ** (n - 1) > cap]
+    if uncapped:
+        ax.hlines([ceiling for _, ceiling in uncapped], [n - 0.3 for n, _ in uncapped],
+                  [n + 0.3 for n, _ in uncapped], color="tab:blue", linestyles="--",
+                  linewidth=1, label="without the cap: base x 2^(n-1)")
     ax.scatter([retry for retry, _ in waits], [wait for _, wait in waits], color="tab:red",
                s=18, zorder=3, label="measured wait")
     ax.set_xticks(list(retries))
     ax.set_xlim(0.4, retries[-1] + 0.6)
-    ax.set_ylim(0, max(ceilings + [wait for _, wait in waits]) * 1.15)
+    ax.set_ylim(0, max(ceilings + [c for _, c in uncapped] + [wait for _, wait in waits]) * 1.15)
     ax.set_xlabel("retry number n")
     ax.set_ylabel("seconds waited\nbefore the retry")
     ax.set_title(title if title is not None else "Retries waited as the formula says")
-    ax.legend(loc="upper left", frameon=False, fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
     ax.grid(True, color="#e6e6e6", linewidth=0.8)
     ax.set_axisbelow(True)
     fig.tight_layout()

@@ -99,7 +99,9 @@ def measure(work: Callable[[Any], Any], inputs: Sequence[Any], pool_sizes: Seque
     that keeps N jobs in flight for size N. Starting a pool is timed apart,
     as ``startup``. With ``repeat=3`` each size runs three times and keeps its
     fastest run, as ``timeit`` does: other programs on the machine only ever
-    slow a run down, so the fastest is the truest.
+    slow a run down, so the fastest is the truest. The runs go in rounds
+    (1, 2, 4, then 1, 2, 4 again), so that a moment of disturbance spoils one
+    run of one size, not every run of it.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -111,14 +113,19 @@ def measure(work: Callable[[Any], Any], inputs: Sequence[Any], pool_sizes: Seque
         raise ValueError(f"repeat must be a whole number >= 1, got {repeat!r}")
     if kind == "processes":
         return _windowed(work, inputs, pool_sizes, kind, repeat)
-    return [min((_one(work, inputs, workers, kind) for _ in range(repeat)),
-                key=lambda point: point.seconds) for workers in pool_sizes]
+    best: dict[int, Point] = {}
+    for _ in range(repeat):
+        for workers in pool_sizes:
+            point = _one(work, inputs, workers, kind)
+            if workers not in best or point.seconds < best[workers].seconds:
+                best[workers] = point
+    return [best[workers] for workers in pool_sizes]
 
 
 def _one(work: Callable[[Any], Any], inputs: Sequence[Any], workers: int, kind: str) -> Point:
     begin = time.perf_counter()
     with _pool(kind, workers) as pool:
-        list(pool.map(_nap, [0.05] * workers))  # every worker started and ready
+        list(pool.map(_nap, [0.01] * workers))  # every worker started and ready
         start = time.perf_counter()
         list(pool.map(work, inputs))
         seconds = time.perf_counter() - start
@@ -140,12 +147,14 @@ def _windowed(work: Callable[[Any], Any], inputs: Sequence[Any], pool_sizes: Seq
         startup = time.perf_counter() - begin
         memory = _resident(child for child in me.children(recursive=True)
                            if child.pid not in before)
-        points: list[Point] = []
-        for workers in pool_sizes:
-            seconds = min(_in_flight(pool, work, inputs, workers) for _ in range(repeat))
-            first = not points
-            points.append(Point(kind, workers, len(inputs), seconds,
-                                startup if first else 0.0, memory if first else 0))
+        fastest: dict[int, float] = {}
+        for _ in range(repeat):
+            for workers in pool_sizes:
+                seconds = _in_flight(pool, work, inputs, workers)
+                fastest[workers] = min(seconds, fastest.get(workers, seconds))
+        points = [Point(kind, workers, len(inputs), fastest[workers],
+                        startup if n == 0 else 0.0, memory if n == 0 else 0)
+                  for n, workers in enumerate(pool_sizes)]
     _stop_resource_tracker()
     return points
 

@@ -9,8 +9,9 @@ import pytest
 
 from shared.jobs import send_welcome_email
 from shared.processes import wait_until
-from shared.queue_plots import plot_backoff, plot_queue_waits, plot_scaling, plot_threads_and_memory
-from shared.sampling import Sampler
+from shared.queue_plots import (plot_backoff, plot_bounded_queue, plot_queue_waits, plot_scaling,
+                                plot_threads_and_memory, plot_threads_compared)
+from shared.sampling import Sample, Sampler
 from shared.smtp_sink import SmtpSink
 from shared.scaling import GAIN_WORDS, Point, count_primes, gain_in_words, measure
 from shared.store import JobStatus
@@ -133,4 +134,43 @@ def test_the_figures_draw_what_they_are_given():
     fig = plot_backoff([(1, 0.05), (2, 0.15)], base=0.1, cap=0.4)
     assert len(fig.axes[0].collections[-1].get_offsets()) == 2
     import matplotlib.pyplot as plt
+    plt.close("all")
+
+
+def _sampled(values, name="queued", start=100.0, step=0.1):
+    watch = Sampler()
+    watch.started = start
+    watch.samples = [Sample(start + n * step, 5 + value, 1, {name: value})
+                     for n, value in enumerate(values)]
+    return watch
+
+
+def test_the_bounded_queue_figure_shows_depth_against_the_bound_and_counts_answers():
+    import matplotlib.pyplot as plt
+    watch = _sampled([0, 4, 10, 9, 10, 8, 4, 0])
+    answers = [(100.05, 202), (100.12, 202), (100.2, 503), (100.25, 503), (100.31, 202), (100.4, 503)]
+    top, bottom = plot_bounded_queue(watch, answers, bound=10, started=100.0).axes
+    bound = next(line for line in top.lines if "bound" in line.get_label())
+    assert list(bound.get_ydata()) == [10, 10] and top.get_ylim()[1] > 10
+    counted = {line.get_label(): line.get_ydata()[-1] for line in bottom.lines}
+    assert counted == {"202 answers so far": 3, "503 answers so far": 3}
+    assert bottom.get_xlim()[1] >= 0.7  # the last sample, 0.7 s in, is on the figure
+    plt.close("all")
+
+
+def test_the_thread_comparison_draws_one_line_per_run_on_one_scale():
+    import matplotlib.pyplot as plt
+    ax = plot_threads_compared({"nowait": _sampled([0, 300, 0]), "pool": _sampled([0, 20, 0])}).axes[0]
+    assert [line.get_label() for line in ax.lines] == ["nowait", "pool"]
+    assert [max(line.get_ydata()) for line in ax.lines] == [305, 25]
+    plt.close("all")
+
+
+def test_the_backoff_figure_shows_where_the_cap_binds():
+    import matplotlib.pyplot as plt
+    waits = [(1, 0.02), (2, 0.05), (3, 0.09), (4, 0.04)]
+    ax = plot_backoff(waits, base=0.03, cap=0.1).axes[0]
+    uncapped = next(c for c in ax.collections if c.get_label().startswith("without the cap"))
+    assert [round(seg[0][1], 3) for seg in uncapped.get_segments()] == [0.12, 0.24]  # retries 3, 4
+    assert ax.get_ylim()[1] > 0.24
     plt.close("all")
