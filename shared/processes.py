@@ -161,7 +161,10 @@ class LoggedChild:
 
     def wait_until(self, predicate: Callable[[], object], timeout: float, what: str) -> None:
         """:func:`wait_until`, giving up at once (with the log's tail) if the child exits."""
-        wait_until(predicate, timeout, f"{what} ({self.name})", problem=self.problem)
+        try:
+            wait_until(predicate, timeout, f"{what} ({self.name})", problem=self.problem)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; its log ends with:\n{self.tail()}") from None
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the child and everything it started; remove its log folder if we made it."""

@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         worker.run_naive()
     else:
         worker.run_reliable()
+    # Stopped cleanly. At shutdown CPython puts back the default action of any signal
+    # it had a Python handler for, so a late SIGTERM would end us with -15: ignore it
+    # (an ignored signal stays ignored through shutdown).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
     return 0
 
 
