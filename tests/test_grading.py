@@ -120,7 +120,7 @@ def test_committed_exercises_are_up_to_date(capsys):
     assert "exercises/ is up to date" in out
     for line in out.splitlines():
         if "holds changes" in line:  # say what was compared, in the test output
-            warnings.warn(line)
+            warnings.warn(line, stacklevel=1)
 
 
 def test_every_lesson_module_matches_its_prefix():

@@ -5,8 +5,9 @@ Usage: ``python -m shared.grading.child REQUEST.json RESULT.json``
 Started so, this process is the *supervisor*. On Linux it becomes a child
 subreaper, starts a *worker* (``python -m shared.grading.child --run ...``)
 that runs the cell then the test, and waits for it until the exercise's
-deadline, counted from the moment the cell starts. Then it kills the worker and every process left under it, even
-a daemon double-forked into a new session (it was reparented here), reaps
+deadline, counted from the moment the cell starts. Then it kills the worker
+and every process left under it, even a daemon double-forked into a new
+session (it was reparented here), reaps
 them, and writes the verdict ``{"passed": bool, "reason": str}`` to
 RESULT.json. Whatever the learner prints is discarded, never parsed.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -47,9 +48,9 @@ def test_percentile(ns: dict[str, Any]) -> None:
 
 def _random_cases() -> list[tuple[list[float], float, float]]:
     rng = random.Random(1)
-    cases = []
+    cases: list[tuple[list[float], float, float]] = []
     for _ in range(300):
-        values = [rng.randint(0, 60) for _ in range(rng.randint(1, 12))]
+        values: list[float] = [rng.randint(0, 60) for _ in range(rng.randint(1, 12))]
         if rng.random() < 0.3:
             values = [v / 4 for v in values]
         q = rng.randint(1, 100) if rng.random() < 0.7 else round(rng.uniform(0.1, 100), 1)
@@ -61,7 +62,7 @@ def _exact_rank(q: float, n: int) -> int:
     return math.ceil(Fraction(str(q)) * n / 100)
 
 
-def _float_hint(values: list[float], q: float, got: Any) -> str:
+def _float_hint(values: Sequence[float], q: float, got: Any) -> str:
     """A hint when the answer sits at the rank float rounding of q / 100 * n gives."""
     n = len(values)
     rounded = math.ceil(q / 100 * n)
@@ -108,7 +109,8 @@ def test_predict_latency(ns: dict[str, Any]) -> None:
                     raise AssertionError(
                         f"{call_text('predict_latency', k, service_s, threads=threads)} returned "
                         f"{got!r}, expected {rounds * service_s:g} (request {k} waits for "
-                        f"ceil({k} / {threads}) = {rounds} round{'' if rounds == 1 else 's'} of {service_s:g} s)")
+                        f"ceil({k} / {threads}) = {rounds} round{'' if rounds == 1 else 's'} "
+                        f"of {service_s:g} s)")
     for k, threads, why in [(0, 1, "k counts from 1"), (-1, 1, "k counts from 1"),
                             (1, 0, "a server needs at least 1 thread"),
                             (1, -2, "a server needs at least 1 thread")]:
@@ -140,14 +142,14 @@ def test_signup_validation(ns: dict[str, Any]) -> None:
         _expect_created(client, json.dumps({"email": email, **extra}).encode(), content_type, email)
     _expect_created(client, _padded_body(LIMIT), JSON, "ada@example.com",
                     hint=f"{LIMIT} bytes is the limit, not over it")
-    for body, content_type, status, hint in _bad_requests():
-        _expect_error(client, body, content_type, status, hint)
+    for body, bad_type, status, hint in _bad_requests():
+        _expect_error(client, body, bad_type, status, hint)
     for method, url, status, hint in [("GET", "/signup", 405, "only POST is allowed on /signup"),
                                       ("PUT", "/signup", 405, "only POST is allowed on /signup"),
                                       ("GET", "/no-such-page", 404, "no route for this URL"),
                                       ("POST", "/signups", 404, "no route for this URL")]:
         request = f"{method} {url}"
-        response = _send(client, request, lambda: client.open(url, method=method))
+        response = _send(client, request, lambda u=url, m=method: client.open(u, method=m))
         _check_error(response, request, status, hint)
 
 

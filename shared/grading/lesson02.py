@@ -107,7 +107,7 @@ def _starts_its_workers_and_bounds_concurrency(pool_class) -> None:
 
 
 def _runs_in_order_with_one_worker(pool_class) -> None:
-    pool, seen = call(pool_class, 1), []
+    pool, seen = call(pool_class, 1), list[Any]()
     for n in range(20):
         call(pool.submit, seen.append, n)
     thread, box = _in_thread(pool.shutdown)
@@ -142,13 +142,14 @@ def _drains_everything_then_stops(pool_class) -> None:
     except NotImplementedError:
         raise
     except Exception as exc:
-        raise AssertionError(f"submit() after shutdown raised {describe(exc)}, expected RuntimeError")
+        raise AssertionError(f"submit() after shutdown raised {describe(exc)}, "
+                             "expected RuntimeError") from None
     else:
         raise AssertionError("submit() after shutdown() was accepted: raise RuntimeError instead")
 
 
 def _survives_a_failing_task(pool_class) -> None:
-    pool, seen = call(pool_class, 1), []
+    pool, seen = call(pool_class, 1), list[Any]()
 
     def broken() -> None:
         raise ValueError("this task fails")
@@ -163,7 +164,7 @@ def _survives_a_failing_task(pool_class) -> None:
 
 def _hands_back_the_queued_tasks_without_drain(pool_class) -> None:
     before = _threads()
-    pool, started, go, ran = call(pool_class, 1), threading.Event(), threading.Event(), []
+    pool, started, go, ran = call(pool_class, 1), threading.Event(), threading.Event(), list[Any]()
 
     def blocker() -> None:
         started.set()
@@ -238,7 +239,8 @@ def _get_waits_for_a_put(queue_class) -> None:
                              "at once: it must wait for an item")
     call(line.put, "late", 3)
     if _joined(thread, box, "get() waiting on an empty queue") != "late":
-        raise AssertionError(f"get() waiting on an empty queue returned {box.get('result')!r}, expected 'late'")
+        raise AssertionError(f"get() waiting on an empty queue returned {box.get('result')!r}, "
+                             "expected 'late'")
 
 
 def _many_producers(queue_class) -> None:
@@ -279,7 +281,7 @@ class _Flaky:
     """Fails ``failures`` times with a fresh OSError, then returns ``"sent"``."""
 
     def __init__(self, failures: int) -> None:
-        self.failures, self.calls, self.errors = failures, 0, []
+        self.failures, self.calls, self.errors = failures, 0, list[Any]()
 
     def __call__(self) -> str:
         self.calls += 1
@@ -296,7 +298,7 @@ def _ceiling(n: int, base: float, cap: float) -> float:
 
 def test_retry(ns: dict[str, Any]) -> None:
     retry = function(ns, "retry")
-    flaky, slept = _Flaky(0), []
+    flaky, slept = _Flaky(0), list[float]()
     got = call(retry, flaky, retries=3, base=0.1, cap=1.0, sleep=slept.append, rng=random.Random(1))
     if (got, flaky.calls, slept) != ("sent", 1, []):
         raise AssertionError(f"a call that works at once: retry returned {got!r} after {flaky.calls} "
@@ -350,7 +352,7 @@ def _check_jitter(retry) -> None:
     """Full jitter: each wait uniform on [0, ceiling]; check the spread over many runs."""
     rng, firsts, thirds = random.Random(7), [], []
     for _ in range(1500):
-        flaky, slept = _Flaky(3), []
+        flaky, slept = _Flaky(3), list[float]()
         retry(flaky, retries=3, base=0.2, cap=10.0, sleep=slept.append, rng=rng)
         firsts.append(slept[0])
         thirds.append(slept[2])

@@ -38,7 +38,7 @@ def test_status_middleware(ns: dict[str, Any]) -> None:
     if not (isinstance(recorder_class, type) and issubclass(recorder_class, dramatiq.Middleware)):
         raise AssertionError("StatusRecorder must be a class that subclasses dramatiq.Middleware")
     try:
-        recorder = recorder_class()
+        recorder: Any = recorder_class()
     except NotImplementedError:
         raise
     except Exception as exc:
@@ -66,7 +66,7 @@ def test_status_middleware(ns: dict[str, Any]) -> None:
     def old() -> None:
         pass
 
-    actors = {fn.__name__: dramatiq.actor(fn, broker=broker, max_retries=0)
+    actors = {fn.__name__: dramatiq.actor(broker=broker, max_retries=0)(fn)
               for fn in (ok, slow, boom, old)}
     worker = None
     try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import smtplib
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from shared.grading.exercise import Exercise
 from shared.grading.testkit import call, call_text, describe, expect_raises, function
@@ -72,7 +73,7 @@ def _live_backoff(backoff_window: Callable[..., Any]) -> None:
         for attempt in lab.attempts():
             if attempt.outcome != "retry":
                 continue
-            k, chosen = attempt.number - 1, round(attempt.delay * 1000)
+            k, chosen = attempt.number - 1, round((attempt.delay or 0.0) * 1000)
             low, high = call(backoff_window, k, min_backoff, max_backoff)
             if not low - 1 <= chosen <= high + 1:
                 raise AssertionError(
@@ -112,7 +113,8 @@ def _cases() -> list[tuple[int, BaseException, bool, str]]:
         (smtplib.SMTPDataError(451, b"local error"), "451 to DATA is transient"),
         (smtplib.SMTPSenderRefused(452, b"insufficient storage", "app@example.com"), "452 is transient"),
         (smtplib.SMTPConnectError(421, b"too many connections"), "421 at the greeting is transient"),
-        (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), "a dropped connection is transient"),
+        (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"),
+         "a dropped connection is transient"),
         (ConnectionRefusedError(111, "Connection refused"), "a refused connection is transient"),
         (ConnectionResetError(104, "Connection reset by peer"), "a reset connection is transient"),
         (TimeoutError("timed out"), "a timeout is transient"),
@@ -127,15 +129,15 @@ def _cases() -> list[tuple[int, BaseException, bool, str]]:
         (TypeError("bad argument"), "a TypeError is a bug in the job: retrying repeats it"),
         (ValueError("bad address"), "a ValueError is a bug in the job: retrying repeats it"),
     ]
-    cases = []
+    cases: list[tuple[int, BaseException, bool, str]] = []
     for exc, why in transient:
         for retries in range(MAX_RETRIES):
             cases.append((retries, exc, True, why))
         cases.append((MAX_RETRIES, exc, False, f"at most {MAX_RETRIES} retries"))
         cases.append((MAX_RETRIES + 4, exc, False, f"at most {MAX_RETRIES} retries"))
-    for exc, why in permanent:
+    for error, why in permanent:
         for retries in (0, 1):
-            cases.append((retries, exc, False, why))
+            cases.append((retries, error, False, why))
     return cases
 
 

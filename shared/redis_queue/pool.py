@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from shared.processes import LoggedChild
@@ -74,7 +75,7 @@ class WorkerPool:
         deadline = time.monotonic() + timeout
         for worker in workers:
             try:  # gives up at once, with its log, if the worker exits
-                worker.wait_until(lambda: self.queue.alive(worker.name),
+                worker.wait_until(partial(self.queue.alive, worker.name),
                                   max(0.0, deadline - time.monotonic()), "its first heartbeat")
             except TimeoutError:
                 raise TimeoutError(f"worker {worker.name} sent no heartbeat within {timeout:g} s: "

@@ -176,9 +176,8 @@ class RetryLab:
 
     def actor(self, fn: Callable | None = None, **options: Any):
         """``@lab.actor(max_retries=3, ...)``: ``dramatiq.actor`` on this lab's broker."""
-        if fn is not None:
-            return dramatiq.actor(fn, broker=self.broker, **options)
-        return lambda function: dramatiq.actor(function, broker=self.broker, **options)
+        decorate = dramatiq.actor(broker=self.broker, **options)
+        return decorate(fn) if fn is not None else decorate
 
     def start(self) -> RetryLab:
         """Start the worker (after declaring every actor)."""

@@ -23,5 +23,7 @@ def send_welcome(address: str, *, host: str, port: int, timeout: float | None = 
     if message_id is not None:
         message["Message-ID"] = message_id
     # local_hostname skips a reverse-DNS lookup that can hang on a laptop offline.
-    with smtplib.SMTP(host, port, timeout=timeout, local_hostname="app.localhost") as smtp:
+    # timeout=None makes the socket block (the stubs say float; socket takes None).
+    with smtplib.SMTP(host, port, timeout=timeout,  # type: ignore[arg-type]
+                      local_hostname="app.localhost") as smtp:
         smtp.send_message(message)
