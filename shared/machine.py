@@ -59,7 +59,7 @@ class Reading:
     load_per_core: float  # load average at the end, over the number of cores
 
     @classmethod
-    def between(cls, start: Snapshot, end: Snapshot, cores: int) -> "Reading":
+    def between(cls, start: Snapshot, end: Snapshot, cores: int) -> Reading:
         if cores < 1:
             raise ValueError(f"cores must be a whole number >= 1, got {cores!r}")
         total = end.machine_total - start.machine_total
@@ -104,7 +104,7 @@ class MachineWatch:
         self.reading: Reading | None = None
         self._start: Snapshot | None = None
 
-    def __enter__(self) -> "MachineWatch":
+    def __enter__(self) -> MachineWatch:
         self._start = snapshot()
         return self
 

@@ -87,7 +87,7 @@ def test_watching_quietly_or_through_an_error_prints_nothing(capsys):
     assert watch.reading is not None
     with pytest.raises(ZeroDivisionError):
         with watch_machine():
-            1 / 0
+            raise ZeroDivisionError("inside the block")
     assert capsys.readouterr().out == ""
 
 
