@@ -58,4 +58,6 @@ def retry_transient(max_retries: int) -> Callable[[int, BaseException], bool]:
 #: The email actor's options: ``@dramatiq.actor(**EMAIL_RETRY_POLICY)``.
 #: Backoff 0.5-1 s after the first failure, doubling, never over 10 s: a message that
 #: always fails transiently gives up within about 95 s.
-EMAIL_RETRY_POLICY = {"retry_when": retry_email, "min_backoff": 500, "max_backoff": 10_000}
+EMAIL_MIN_BACKOFF, EMAIL_MAX_BACKOFF = 500, 10_000  # ms
+EMAIL_RETRY_POLICY = {"retry_when": retry_email, "min_backoff": EMAIL_MIN_BACKOFF,
+                      "max_backoff": EMAIL_MAX_BACKOFF}

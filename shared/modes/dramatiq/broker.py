@@ -16,6 +16,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 import redis
 from dramatiq import Message
@@ -25,7 +26,7 @@ from dramatiq.results import Results
 from dramatiq.results.backends import RedisBackend
 
 from shared.job import Job
-from shared.retry_policy import EMAIL_MAX_RETRIES, EMAIL_RETRY_POLICY
+from shared.retry_policy import EMAIL_MAX_BACKOFF, EMAIL_MAX_RETRIES, EMAIL_MIN_BACKOFF
 
 PREFIX = "DEFER_DRAMATIQ_"
 #: Each kind of job has its own queue, read by its own worker group (lesson 05):
@@ -60,8 +61,8 @@ class BrokerConfig:
     heartbeat_timeout: int = 60_000
     maintenance_chance: int = 1_000
     email_max_retries: int = EMAIL_MAX_RETRIES
-    email_min_backoff: int = EMAIL_RETRY_POLICY["min_backoff"]
-    email_max_backoff: int = EMAIL_RETRY_POLICY["max_backoff"]
+    email_min_backoff: int = EMAIL_MIN_BACKOFF
+    email_max_backoff: int = EMAIL_MAX_BACKOFF
 
     @classmethod
     def fresh(cls, **overrides: int) -> BrokerConfig:
@@ -74,7 +75,7 @@ class BrokerConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> BrokerConfig:
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         for name, kind in ((field.name, str if field.name == "namespace" else int)
                            for field in fields(cls)):
             text = environ.get(PREFIX + name.upper())

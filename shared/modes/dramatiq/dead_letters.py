@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from dataclasses import dataclass
+from typing import Any, cast
 
 import redis
 from dramatiq import Message
@@ -103,10 +104,10 @@ def dead_letters(source: RedisBroker | redis.Redis, queue: str, *,
     """
     client, namespace = _client_and_namespace(source, namespace)
     ids_key, messages_key = dead_letter_keys(namespace, queue)
-    entries = client.zrange(ids_key, 0, -1, withscores=True)
+    entries = cast(list[tuple[bytes, float]], client.zrange(ids_key, 0, -1, withscores=True))
     if not entries:
         return []
-    datas = client.hmget(messages_key, [redis_id for redis_id, _ in entries])
+    datas = cast(list[Any], client.hmget(messages_key, [redis_id for redis_id, _ in entries]))
     return [DeadLetter(_text(redis_id), Message.decode(data), score / 1000)
             for (redis_id, score), data in zip(entries, datas) if data is not None]
 

@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psutil
 from dramatiq import Message
@@ -31,7 +32,7 @@ from shared.modes.dramatiq.broker import (QUEUES, BrokerConfig, delete_namespace
                                           make_broker, queue_of, results_backend)
 from shared.modes.dramatiq.status import StoreStatus
 from shared.modes.dramatiq.workers import Supervisor, WorkerGroup, log_folder, remove_folder
-from shared.retry_policy import EMAIL_MAX_RETRIES, EMAIL_RETRY_POLICY
+from shared.retry_policy import EMAIL_MAX_BACKOFF, EMAIL_MAX_RETRIES, EMAIL_MIN_BACKOFF
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,7 @@ class DramatiqMode(Runner):
     #: silent worker may hold its messages (ms); the email's retries and their backoff (ms)
     options = {"workers": 2, "threads": 4, "worker_timeout": 100, "heartbeat_timeout": 5_000,
                "max_retries": EMAIL_MAX_RETRIES,
-               "min_backoff": EMAIL_RETRY_POLICY["min_backoff"],
-               "max_backoff": EMAIL_RETRY_POLICY["max_backoff"]}
+               "min_backoff": EMAIL_MIN_BACKOFF, "max_backoff": EMAIL_MAX_BACKOFF}
     _least = {"max_retries": 0}  # every other option: at least 1
 
     def __init__(self, *args, **kwargs) -> None:
@@ -115,7 +115,7 @@ class DramatiqMode(Runner):
         status = self.store.job(job_id)
         if status is None:
             raise KeyError(f"no job with id {job_id!r}")
-        message = Message(queue_name=queue_of(status.kind), actor_name=status.kind, args=(),
+        message: Message[Any] = Message(queue_name=queue_of(status.kind), actor_name=status.kind, args=(),
                           kwargs={}, options={}, message_id=job_id)
         return self.results.get_result(message, block=True, timeout=int(timeout * 1000))
 

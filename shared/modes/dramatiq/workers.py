@@ -70,9 +70,16 @@ class WorkerGroup:
         self._runs.append(self.child)
 
     @property
+    def current(self) -> LoggedChild:
+        """The current run's main process (``RuntimeError`` before :meth:`start`)."""
+        if self.child is None:
+            raise RuntimeError(f"the {self.name} worker group has not been started")
+        return self.child
+
+    @property
     def pid(self) -> int:
         """The main process's id (it changes when the group restarts)."""
-        return self.child.pid
+        return self.current.pid
 
     @property
     def running(self) -> bool:
@@ -103,15 +110,15 @@ class WorkerGroup:
     def terminate(self) -> None:
         """Ask the main process to stop; it tells its workers to finish their jobs."""
         if self.running:
-            self.child.process.send_signal(signal.SIGTERM)
+            self.current.process.send_signal(signal.SIGTERM)
 
     def stop(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for a terminated group, then stop whatever is left."""
         try:
-            self.child.process.wait(max(0.5, timeout))
+            self.current.process.wait(max(0.5, timeout))
         except subprocess.TimeoutExpired:
             pass
-        self.child.stop(timeout=2.0)
+        self.current.stop(timeout=2.0)
 
 
 class Supervisor:
@@ -142,7 +149,7 @@ class Supervisor:
             wait_until(lambda: all(group.ready() for group in self.groups), timeout,
                        "every dramatiq worker process to be ready", problem=self._problem)
         except TimeoutError as exc:
-            logs = "\n".join(f"{g.name}: {g.child.tail(10)}" for g in self.groups if not g.ready())
+            logs = "\n".join(f"{g.name}: {g.current.tail(10)}" for g in self.groups if not g.ready())
             raise TimeoutError(f"{exc}; the logs of the groups not ready end with:\n{logs}") from None
 
     def wait_restarts(self, count: int, timeout: float) -> None:
@@ -176,14 +183,14 @@ class Supervisor:
                 with self._lock:
                     if self._closing.is_set() or group.running:
                         continue
-                    code = group.child.returncode
-                    group.child.stop(timeout=2.0)  # reap it, and anything it left
+                    code = group.current.returncode
+                    group.current.stop(timeout=2.0)  # reap it, and anything it left
                     lived = time.monotonic() - group.started_at
                     queues = ", ".join(group.queues)
                     if lived < CRASH_LOOP_SECONDS:  # it cannot even start: do not spin
                         self._say(f"dramatiq worker group exited (code {code}) after "
                                   f"{lived:.1f} s; starting it again in {CRASH_LOOP_SECONDS:g} s "
-                                  f"(queues: {queues}). Its log ends with:\n{group.child.tail(10)}")
+                                  f"(queues: {queues}). Its log ends with:\n{group.current.tail(10)}")
                         if self._closing.wait(CRASH_LOOP_SECONDS):
                             return
                     else:
