@@ -98,3 +98,10 @@ def test_a_snapshot_counts_the_cpu_of_a_child_that_ended():
     after = snapshot()
     assert after.own - before.own >= 0.25  # its 0.3 s, give or take a clock tick
     assert after.machine_total >= after.machine_busy >= before.machine_busy
+
+
+def test_the_checker_sees_every_measured_conclusion_word_as_the_same():
+    from shared.scaling import GAIN_WORDS
+
+    lines = {_sanitize(f"- avatars: 2 threads 1.9x, {words}") for words in GAIN_WORDS}
+    assert lines == {"- avatars: 2 threads RATIO, GAIN"}
