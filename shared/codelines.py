@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def code_lines(*module_names: str) -> int:
-    """Lines of code in the named modules (``"shared.modes.dramatiq.actors"``), read without importing them."""
+    """Lines of code in the named modules (``"shared.modes.dramatiq.actors"``), unimported."""
     total = 0
     for name in module_names:
         spec = importlib.util.find_spec(name)
