@@ -5,9 +5,11 @@ its job's status and result exactly as a thread of the web app does. This is
 the split a real deployment has: a database every process reaches (here
 SQLite; Postgres in production), and a queue that only carries messages.
 
-Each thread gets its own connection. The file uses write-ahead logging, so
-readers never wait for a writer, and writers wait (up to ``BUSY_SECONDS``)
-for each other instead of failing.
+Each thread gets its own connection, closed when that thread ends (a thread
+per job or per request would otherwise leave one open connection, and its
+page cache, behind for every thread that ever ran). The file uses
+write-ahead logging, so readers never wait for a writer, and writers wait
+(up to ``BUSY_SECONDS``) for each other instead of failing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +156,7 @@ class Store:
         self._owns_file = owns_file
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._closed = False
         self._db().executescript(SCHEMA)
 
@@ -171,17 +174,22 @@ class Store:
     def _db(self) -> sqlite3.Connection:
         if self._closed:
             raise RuntimeError(f"the store {self.path} is closed")
-        db = getattr(self._local, "db", None)
-        if db is None:
+        holder = getattr(self._local, "holder", None)
+        if holder is None:
             db = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None,
                                  check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(f"PRAGMA busy_timeout={int(BUSY_SECONDS * 1000)}")
-            self._local.db = db
+            holder = _Holder(db)
             with self._lock:
                 self._connections.append(db)
-        return db
+            # A thread's thread-local data goes when the thread ends, and the holder with
+            # it: then this closes the thread's connection. The callback holds no reference
+            # to the store, so it never keeps a store alive.
+            weakref.finalize(holder, _release, self._lock, self._connections, db)
+            self._local.holder = holder
+        return holder.db
 
     def _write(self) -> _Transaction:
         return _Transaction(self._db())
@@ -190,12 +198,19 @@ class Store:
         """Close every connection this object opened, in any thread."""
         with self._lock:
             self._closed = True
-            connections, self._connections = self._connections, []
+            connections = list(self._connections)
+            self._connections.clear()
         for db in connections:
             try:
                 db.close()
             except sqlite3.Error:
                 pass
+
+    @property
+    def open_connections(self) -> int:
+        """How many connections are open now: one per thread that used the store and still runs."""
+        with self._lock:
+            return len(self._connections)
 
     def remove(self) -> None:
         """Close, and delete the file if :meth:`fresh` made it. Idempotent."""
@@ -365,6 +380,29 @@ def _insert_span(db: sqlite3.Connection, span: Span) -> None:
     db.execute("INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?)",
                (span.job_id, span.request_id, span.name, span.attempt, span.start, span.end,
                 span.error))
+
+
+class _Holder:
+    """One thread's connection, in that thread's thread-local data."""
+
+    __slots__ = ("db", "__weakref__")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+
+def _release(lock: threading.RLock, connections: list[sqlite3.Connection],
+             db: sqlite3.Connection) -> None:
+    """Close a connection whose thread ended, unless :meth:`Store.close` closed it already."""
+    with lock:
+        try:
+            connections.remove(db)
+        except ValueError:
+            return
+    try:
+        db.close()
+    except sqlite3.Error:
+        pass
 
 
 class _Transaction:

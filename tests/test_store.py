@@ -105,3 +105,43 @@ def test_forget_signup_removes_the_account_and_only_its_jobs(store):
     assert store.account("gone@example.com") is None
     assert [job.id for job in store.jobs()] == [job.id for job in kept]
     store.create_account("gone@example.com", [])  # the address is free again
+
+
+def test_a_thread_that_ends_closes_its_connection(store):
+    """A thread per job (or per request) must not leave a connection behind for every thread."""
+    store.counts()  # this thread's connection stays: this thread still runs
+    before = store.open_connections
+
+    def use_the_store() -> None:
+        store.counts()
+        assert store.open_connections == before + 1
+
+    threads = [threading.Thread(target=use_the_store) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+        thread.join()
+    assert store.open_connections == before
+    store.create_account("ada@example.com")  # the store still works, in this thread
+    assert store.account("ada@example.com") is not None
+
+
+def test_a_thread_still_running_keeps_its_connection_and_close_closes_it(tmp_path):
+    store = Store(tmp_path / "store.sqlite3")
+    ready, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        store.counts()
+        ready.set()
+        done.wait(5)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    ready.wait(5)
+    assert store.open_connections == 2  # this thread's (the schema) and the holder's
+    store.close()
+    assert store.open_connections == 0
+    done.set()
+    thread.join()  # its connection, closed already, is not closed twice
+    assert store.open_connections == 0
+    with pytest.raises(RuntimeError, match="closed"):
+        store.counts()
