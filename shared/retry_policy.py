@@ -1,8 +1,10 @@
 """Which email errors deserve a retry, and the retry policy of the email job.
 
-The app's runtime follows it (the ``dramatiq`` mode's email actor,
-:mod:`shared.modes.dramatiq.actors`); lesson 06 (:mod:`shared.retries`)
-experiments with it.
+The app's runtime follows it: the ``dramatiq`` mode's email actor
+(:mod:`shared.modes.dramatiq.actors`) has ``retry_when=retry_transient(max_retries)``,
+``max_retries`` being ``EMAIL_MAX_RETRIES`` unless the mode is told otherwise.
+Lesson 06 (:mod:`shared.retries`) experiments with it; :func:`retry_email` is
+that same rule with the default bound.
 
 A retry helps only when the next attempt can go differently. The provider
 says which case it is in its reply code: ``4xx`` means "not now, try again
@@ -37,7 +39,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def retry_email(retries: int, exc: BaseException) -> bool:
-    """Dramatiq's ``retry_when``: retry transient errors, at most EMAIL_MAX_RETRIES times.
+    """``retry_transient(EMAIL_MAX_RETRIES)``, spelt out: transient errors, a bounded number of times.
 
     ``retries`` is how many retries came before this failure (0 after the first attempt).
     """
@@ -55,9 +57,8 @@ def retry_transient(max_retries: int) -> Callable[[int, BaseException], bool]:
     return retry_when
 
 
-#: The email actor's options: ``@dramatiq.actor(**EMAIL_RETRY_POLICY)``.
-#: Backoff 0.5-1 s after the first failure, doubling, never over 10 s: a message that
-#: always fails transiently gives up within about 95 s.
+#: The email actor's backoff, in ms, unless the mode is told otherwise (``min_backoff``,
+#: ``max_backoff``): 0.5-1 s after the first failure, doubling, never over 10 s. The
+#: ``dramatiq`` mode's email actor takes these, with ``retry_transient(max_retries)``,
+#: from its :class:`~shared.modes.dramatiq.broker.BrokerConfig`.
 EMAIL_MIN_BACKOFF, EMAIL_MAX_BACKOFF = 500, 10_000  # ms
-EMAIL_RETRY_POLICY = {"retry_when": retry_email, "min_backoff": EMAIL_MIN_BACKOFF,
-                      "max_backoff": EMAIL_MAX_BACKOFF}

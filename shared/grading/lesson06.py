@@ -192,6 +192,9 @@ def _live_retry(should_retry: Callable[..., Any]) -> None:
 
 # -- idempotent_welcome -------------------------------------------------------
 
+SLOW_PROVIDER = 0.4  # seconds the provider takes to accept a message, while two attempts race
+
+
 def test_idempotent_welcome(ns: dict[str, Any]) -> None:
     import redis
 
@@ -208,50 +211,102 @@ def test_idempotent_welcome(ns: dict[str, Any]) -> None:
                 call(send_once, client, job, "ada@example.com", host=smtp.host, port=smtp.port)
             if smtp.received("ada@example.com") != 1:
                 raise AssertionError(
-                    f"three calls of send_welcome_once(client, {job!r}, 'ada@example.com', ...) sent "
-                    f"{smtp.received('ada@example.com')} emails, expected 1: check a mark in Redis "
-                    "before sending, and write it after")
+                    f"three calls of send_welcome_once(client, {job!r}, 'ada@example.com', ...) one "
+                    f"after the other sent {smtp.received('ada@example.com')} emails, expected 1")
+            call(send_once, client, f"job-{run}-b", "ada@example.com", host=smtp.host, port=smtp.port)
+            if smtp.received("ada@example.com") != 2:
+                raise AssertionError(
+                    "a second job for the same address (ada signed up again) sent nothing: the "
+                    "guard must belong to one job_id, not to the address")
             _check_mark_expires(client, job)
-            call(send_once, client, f"job-{run}-b", "grace@example.com", host=smtp.host, port=smtp.port)
-            if smtp.received("grace@example.com") != 1:
-                raise AssertionError("a second job (another job_id, another address) sent "
-                                     f"{smtp.received('grace@example.com')} emails, expected 1: "
-                                     "the mark must belong to one job_id")
         with FlakySmtp(fail_first=1) as smtp:
             job = f"job-{run}-c"
-            try:
-                send_once(client, job, "alan@example.com", host=smtp.host, port=smtp.port)
-            except NotImplementedError:
-                raise
-            except Exception:
-                pass
-            else:
-                raise AssertionError("when the provider answers 451, send_welcome_once returned "
-                                     "normally: let the error out, so the worker retries the job")
+            _expect_error(send_once, client, job, "alan@example.com", smtp,
+                          "when the provider answers 451, send_welcome_once returned normally: "
+                          "let the error out, so the worker retries the job")
             call(send_once, client, job, "alan@example.com", host=smtp.host, port=smtp.port)
             if smtp.received("alan@example.com") != 1:
-                raise AssertionError("after a failed first attempt, the retry sent nothing: write "
-                                     "the mark only after the send succeeded")
+                raise AssertionError(
+                    "after a failed first attempt (451), the retry sent nothing, so the user never "
+                    "gets the email: a mark written before the send must not survive a failed send")
         with FlakySmtp(lose_replies=1, dedupe=True) as smtp:
             job = f"job-{run}-d"
-            try:
-                send_once(client, job, "edsger@example.com", host=smtp.host, port=smtp.port)
-            except NotImplementedError:
-                raise
-            except Exception:
-                pass
+            _expect_error(send_once, client, job, "edsger@example.com", smtp,
+                          "when the provider's reply was lost, send_welcome_once returned normally: "
+                          "let the error out, so the worker retries the job")
             call(send_once, client, job, "edsger@example.com", host=smtp.host, port=smtp.port)
             if smtp.received("edsger@example.com") != 1:
                 raise AssertionError(
                     "the provider accepted the first email but its reply was lost; the retry "
                     f"delivered it again ({smtp.received('edsger@example.com')} copies): give the "
-                    "email a Message-ID made from job_id, the same on every attempt")
+                    "email a Message-ID made from job_id, the same on every attempt (this provider "
+                    "drops a Message-ID it has already accepted)")
+        _concurrent_attempts(send_once, client, f"job-{run}-e")
         _live_idempotent(send_once, client)
     finally:
         keys = list(client.scan_iter(match=f"*{run}*", count=500))
         if keys:
             client.delete(*keys)
         client.close()
+
+
+def _expect_error(send_once: Callable[..., Any], client: Any, job: str, address: str, smtp: Any,
+                  why: str) -> None:
+    try:
+        send_once(client, job, address, host=smtp.host, port=smtp.port)
+    except NotImplementedError:
+        raise
+    except Exception:
+        return
+    raise AssertionError(why)
+
+
+def _concurrent_attempts(send_once: Callable[..., Any], client: Any, job: str) -> None:
+    """Two attempts of one job at once (a redelivery while the first still runs), on a
+    provider that takes SLOW_PROVIDER s and does not drop known Message-IDs."""
+    import threading
+    import time
+
+    from shared.retries.flaky_smtp import FlakySmtp
+
+    address = "barbara@example.com"
+    with FlakySmtp(delay=SLOW_PROVIDER) as smtp:
+        start = threading.Barrier(3)
+        errors: list[BaseException] = []
+
+        def attempt() -> None:
+            start.wait()
+            try:
+                send_once(client, job, address, host=smtp.host, port=smtp.port)
+            except BaseException as exc:  # noqa: BLE001 - one of the two may refuse
+                errors.append(exc)
+
+        threads = [threading.Thread(target=attempt, daemon=True) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        start.wait()
+        time.sleep(SLOW_PROVIDER / 2)  # both attempts are in, the provider has not answered yet
+        forever = [key.decode() for key in client.scan_iter(match=f"*{job}*", count=1000)
+                   if client.ttl(key) == -1]
+        for thread in threads:
+            thread.join(LIVE_DEADLINE)
+        if forever:
+            raise AssertionError(
+                f"while the email was being sent, the key {forever[0]!r} had no expiry (TTL -1): "
+                "if the worker died right then, it would block this job's email forever; give it "
+                "one, client.set(key, ..., ex=...)")
+        if any(isinstance(exc, NotImplementedError) for exc in errors):
+            raise NotImplementedError("send_welcome_once")
+        received = smtp.received(address)
+        if received > 1:
+            raise AssertionError(
+                f"two attempts of job {job!r} ran at once and sent {received} emails, expected 1: "
+                "both checked for a mark before either wrote one; claim the job in one atomic "
+                "step (SET with nx=True answers True to one caller only)")
+        if received == 0:
+            first = describe(errors[0]) if errors else "nothing"
+            raise AssertionError(f"two attempts of job {job!r} ran at once and neither sent the "
+                                 f"email (they raised {first}): one of them must send it")
 
 
 def _check_mark_expires(client: Any, job_id: str) -> None:
@@ -263,7 +318,7 @@ def _check_mark_expires(client: Any, job_id: str) -> None:
     for key in keys:
         if client.ttl(key) == -1:
             raise AssertionError(f"the mark {key.decode()!r} has no expiry (TTL -1), so Redis keeps "
-                                 "it forever: write it with one, client.set(key, 1, ex=...)")
+                                 "it forever: write it with one, client.set(key, ..., ex=...)")
 
 
 def _live_idempotent(send_once: Callable[..., Any], client: Any) -> None:
@@ -280,18 +335,220 @@ def _live_idempotent(send_once: Callable[..., Any], client: Any) -> None:
             send_once(client, job_id, address, host=smtp.host, port=smtp.port)
 
         lab.start()
-        message = welcome.send("barbara@example.com")
+        message = welcome.send("grace@example.com")
         _wait(lab, "the welcome job to finish")
         lab.broker.enqueue(message)  # redelivered, as after a worker crash
         _wait(lab, "the redelivered welcome job to finish")
-        received = smtp.received("barbara@example.com")
+        received = smtp.received("grace@example.com")
         if received != 1:
             raise AssertionError(f"on a real worker (a lost reply, a retry, then a redelivery) "
-                                 f"barbara@example.com received {received} emails, expected 1")
+                                 f"grace@example.com received {received} emails, expected 1")
         try:
             client.delete(*client.keys(f"*{lab.namespace}*"))
         except Exception:
             pass
+
+
+# -- requeue_dead_letter --------------------------------------------------------
+
+QUEUE = "default"
+
+
+def _keys(namespace: str, queue: str = QUEUE) -> dict[str, str]:
+    return {"dead": f"{namespace}:{queue}.XQ", "dead_msgs": f"{namespace}:{queue}.XQ.msgs",
+            "queue": f"{namespace}:{queue}", "msgs": f"{namespace}:{queue}.msgs"}
+
+
+def _bury(client: Any, namespace: str, args: tuple, retries: int = 3) -> tuple[str, str]:
+    """A dead letter exactly as Dramatiq's nack leaves it; returns (redis_id, message_id)."""
+    import time
+
+    from dramatiq import Message
+
+    redis_id, message_id = str(uuid.uuid4()), str(uuid.uuid4())
+    message = Message(queue_name=QUEUE, actor_name="welcome", args=args, kwargs={},
+                      options={"redis_message_id": redis_id, "retries": retries,
+                               "traceback": "Traceback (most recent call last): ...",
+                               "max_retries": 3},
+                      message_id=message_id, message_timestamp=int(time.time() * 1000))
+    keys = _keys(namespace)
+    client.zadd(keys["dead"], {redis_id: int(time.time() * 1000)})
+    client.hset(keys["dead_msgs"], redis_id, message.encode())
+    return redis_id, message_id
+
+
+def _where(client: Any, namespace: str, redis_id: str, message_id: str) -> tuple[bool, int]:
+    """(still a dead letter?, how many copies wait on the queue)."""
+    from dramatiq import Message
+
+    keys = _keys(namespace)
+    dead = client.zscore(keys["dead"], redis_id) is not None
+    copies = 0
+    for queued in client.lrange(keys["queue"], 0, -1):
+        data = client.hget(keys["msgs"], queued)
+        if data is not None and Message.decode(data).message_id == message_id:
+            copies += 1
+    return dead, copies
+
+
+def test_requeue_dead_letter(ns: dict[str, Any]) -> None:
+    import redis
+
+    from shared.grading.redis_spy import Command, SpyRedis
+    from shared.redis_server import redis_url
+
+    requeue = function(ns, "requeue_dead_letter")
+    namespace = f"grading06-{uuid.uuid4().hex[:10]}"
+    keys = _keys(namespace)
+    plain = redis.Redis.from_url(redis_url())
+    try:
+        # 1. A crash between any two commands must leave the letter in exactly one place.
+        redis_id, message_id = _bury(plain, namespace, ("ada@example.com",))
+
+        def no_half_move(command: Command) -> None:
+            dead, copies = _where(plain, namespace, redis_id, message_id)
+            if dead and copies:
+                raise _HalfMove(
+                    f"after {command.name} the letter was both a dead letter and on the queue: a "
+                    "worker killed right then leaves it to be requeued again and run twice; move "
+                    "it in one atomic step (one Lua script, or MULTI/EXEC)")
+            if not dead and not copies:
+                raise _HalfMove(
+                    f"after {command.name} the letter was neither a dead letter nor on the queue: "
+                    "a worker killed right then loses it for good; move it in one atomic step "
+                    "(one Lua script, or MULTI/EXEC)")
+
+        spy = SpyRedis(redis_url(), after=no_half_move)
+        try:
+            new_id = call(requeue, spy, namespace, QUEUE, redis_id)
+        except _HalfMove as half:
+            raise AssertionError(str(half)) from None
+        finally:
+            spy.close()
+        new_id = new_id.decode() if isinstance(new_id, bytes) else new_id
+        _check_requeued(plain, namespace, redis_id, message_id, new_id)
+
+        # 2. A letter requeued already is refused, and nothing is queued twice.
+        expect_raises(ValueError, "it is not a dead letter any more: it was requeued already",
+                      requeue, plain, namespace, QUEUE, redis_id)
+        dead, copies = _where(plain, namespace, redis_id, message_id)
+        if copies != 1:
+            raise AssertionError(f"requeueing the same letter twice put {copies} copies on the "
+                                 "queue, expected 1")
+
+        # 3. Two calls racing: the second runs whole between two commands of the first.
+        redis_id, message_id = _bury(plain, namespace, ("grace@example.com",))
+        outcomes: list[str] = []
+
+        def second_call(command: Command) -> None:
+            if outcomes:
+                return
+            try:
+                requeue(plain, namespace, QUEUE, redis_id)
+                outcomes.append("requeued")
+            except ValueError:
+                outcomes.append("refused")
+            except Exception as exc:
+                outcomes.append(f"raised {describe(exc)}")
+
+        spy = SpyRedis(redis_url(), after=second_call)
+        try:
+            try:
+                requeue(spy, namespace, QUEUE, redis_id)
+                outcomes.append("requeued")
+            except NotImplementedError:
+                raise
+            except ValueError:
+                outcomes.append("refused")
+            except Exception as exc:
+                raise AssertionError(
+                    f"while another call requeued the same letter, requeue_dead_letter raised "
+                    f"{describe(exc)}: refuse with ValueError") from None
+        finally:
+            spy.close()
+        dead, copies = _where(plain, namespace, redis_id, message_id)
+        if copies != 1 or outcomes.count("requeued") != 1:
+            raise AssertionError(
+                f"two calls racing to requeue one letter: {' and '.join(outcomes)}, and it waits "
+                f"on the queue {copies} time(s); expected exactly one requeue and one copy: make the "
+                "move depend on the letter still being dead, in the same atomic step (ZREM answers "
+                "1 to one caller only)")
+        _live_requeue(requeue)
+    finally:
+        found = list(plain.scan_iter(match=f"{namespace}*", count=500))
+        if found:
+            plain.delete(*found)
+        plain.close()
+
+
+class _HalfMove(BaseException):
+    """Raised from inside the learner's call, past any ``except Exception`` it has."""
+
+
+def _check_requeued(client: Any, namespace: str, redis_id: str, message_id: str,
+                    new_id: Any) -> None:
+    from dramatiq import Message
+
+    keys = _keys(namespace)
+    if not isinstance(new_id, str):
+        raise AssertionError(f"requeue_dead_letter returned {new_id!r}: return the new Redis "
+                             "message id (a str)")
+    if client.zscore(keys["dead"], redis_id) is not None:
+        raise AssertionError(f"the letter is still in {keys['dead']}: take it out of the dead letters")
+    if client.hexists(keys["dead_msgs"], redis_id):
+        raise AssertionError(f"the letter's body is still in {keys['dead_msgs']}: remove it too")
+    queued = [q.decode() for q in client.lrange(keys["queue"], 0, -1)]
+    if queued.count(new_id) != 1:
+        raise AssertionError(f"the queue list {keys['queue']} holds {queued!r}, expected the id "
+                             f"you returned, {new_id!r}, once")
+    data = client.hget(keys["msgs"], new_id)
+    if data is None:
+        raise AssertionError(f"{keys['msgs']} has no body for {new_id!r}: a worker fetches the id "
+                             "from the list and the body from that hash")
+    message = Message.decode(data)
+    if message.message_id != message_id or tuple(message.args) != ("ada@example.com",):
+        raise AssertionError("the queued message is not the dead letter (another message_id or "
+                             "args): keep its message_id, actor and args")
+    if message.options.get("retries", 0) != 0 or "traceback" in message.options:
+        raise AssertionError(
+            f"the queued message still says retries={message.options.get('retries')!r}"
+            f"{' and carries the old traceback' if 'traceback' in message.options else ''}: "
+            "drop the delivery options (retries, traceback) so it starts with fresh retries")
+    if message.options.get("redis_message_id") != new_id:
+        raise AssertionError(
+            f"the queued message's options say redis_message_id="
+            f"{message.options.get('redis_message_id')!r} but it is queued as {new_id!r}: the "
+            "worker acknowledges it by that option, so they must be equal")
+
+
+def _live_requeue(requeue: Callable[..., Any]) -> None:
+    from shared.retries.lab import RetryLab
+
+    broken = {"cause": True}
+    with RetryLab() as lab:
+        @lab.actor(max_retries=1, min_backoff=10, max_backoff=20)
+        def welcome(address):
+            if broken["cause"]:
+                raise ConnectionRefusedError(111, "Connection refused")
+
+        lab.start()
+        welcome.send("alan@example.com")
+        _wait(lab, "the message to die (1 retry, then the dead letters)")
+        [letter] = lab.dead_letters()
+        broken["cause"] = False  # the cause, fixed
+        before = len(lab.attempts())
+        call(requeue, lab.broker.client, lab.namespace, QUEUE, letter.redis_id)
+        try:
+            lab.wait_until(lambda: len(lab.attempts()) > before, LIVE_DEADLINE,
+                           "the requeued message to run")
+        except TimeoutError:
+            raise AssertionError(f"a real worker did not run the requeued message within "
+                                 f"{LIVE_DEADLINE:g} s") from None
+        attempt = lab.attempts()[-1]
+        if (attempt.number, attempt.outcome) != (1, "done"):
+            raise AssertionError(f"on a real worker the requeued message ran as attempt "
+                                 f"{attempt.number} and ended {attempt.outcome}, expected attempt 1 "
+                                 "(fresh retries) and done")
 
 
 # -- shared -------------------------------------------------------------------
@@ -307,4 +564,5 @@ EXERCISES = [
     Exercise("backoff_window", 2, test_backoff_window, timeout=40),
     Exercise("retry_transient", 3, test_retry_transient, timeout=40),
     Exercise("idempotent_welcome", 3, test_idempotent_welcome, timeout=40),
+    Exercise("requeue_dead_letter", 3, test_requeue_dead_letter, timeout=40),
 ]
