@@ -44,27 +44,53 @@ def predict_first_batch(sent, prefetch):
     assert not result.passed and "only the first 2" in result.reason
 
 
-def test_one_queue_with_priorities_misses_the_target():
-    source = """# Exercise: reset_design
+def reset_design_source(body: str) -> str:
+    return f"""# Exercise: reset_design
 from shared.priorities import ActorPlan, Design, WorkerGroup
 def reset_design():
-    return Design("one queue", reset=ActorPlan("emails", 0), newsletter=ActorPlan("emails", 10),
-                  workers=(WorkerGroup(("emails",), threads=2),))
+    return {body}
 """
-    result = grade("reset_design", source)
-    assert not result.passed and "the target is 0.5 s" in result.reason
 
 
-@pytest.mark.parametrize("body, words", [
-    ("workers=(WorkerGroup(('urgent',), 1), WorkerGroup(('bulk',), 2))", "exactly 2"),
-    ("workers=(WorkerGroup(('urgent',), 1), WorkerGroup(('bulk',), 1, prefetch=500))",
-     "prefetch=None"),
-])
-def test_rules_are_checked_before_running(body, words):
-    source = f"""# Exercise: reset_design
-from shared.priorities import ActorPlan, Design, WorkerGroup
-def reset_design():
-    return Design("x", reset=ActorPlan("urgent", 0), newsletter=ActorPlan("bulk", 10), {body})
-"""
-    result = grade("reset_design", source)
-    assert not result.passed and words in result.reason
+# Plausible designs the requirement profile really refuses, each with the words of its reason.
+WRONG_DESIGNS = {
+    "one shared queue, default prefetch": (
+        "Design('one queue', reset=ActorPlan('emails', 0), newsletter=ActorPlan('emails', 0),"
+        " workers=(WorkerGroup(('emails',), threads=3),))",
+        "reset target: the reset email waited"),
+    "priority alone": (
+        "Design('priority', reset=ActorPlan('emails', 0), newsletter=ActorPlan('emails', 10),"
+        " workers=(WorkerGroup(('emails',), threads=3),))",
+        "the target is 500 ms"),
+    "prefetch raised to hold the backlog": (
+        "Design('big prefetch', reset=ActorPlan('emails', 0), newsletter=ActorPlan('emails', 10),"
+        " workers=(WorkerGroup(('emails',), threads=3, prefetch=200),))",
+        "hold budget: worker group 1"),
+    "prefetch raised and a thread more than the budget": (
+        "Design('big prefetch', reset=ActorPlan('emails', 0), newsletter=ActorPlan('emails', 10),"
+        " workers=(WorkerGroup(('emails',), threads=4, prefetch=200),))",
+        "thread budget: your design runs 4"),
+    "a dedicated reset thread over the budget": (
+        "Design('1 + 3', reset=ActorPlan('urgent', 0), newsletter=ActorPlan('bulk', 10),"
+        " workers=(WorkerGroup(('urgent',), 1), WorkerGroup(('bulk',), 3)))",
+        "the budget is 3"),
+    "separate queues that leave the newsletter one thread": (
+        "Design('1 + 1', reset=ActorPlan('urgent', 0), newsletter=ActorPlan('bulk', 10),"
+        " workers=(WorkerGroup(('urgent',), 1), WorkerGroup(('bulk',), 1)))",
+        "newsletter deadline: the 30 copies took"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_DESIGNS))
+def test_the_profile_refuses_a_plausible_wrong_design(case):
+    body, words = WRONG_DESIGNS[case]
+    result = grade("reset_design", reset_design_source(body))
+    assert not result.passed and words in result.reason, result.reason
+
+
+def test_a_second_design_meets_the_profile_too():
+    """The decision has more than one right answer: one group of 2 threads reading both queues."""
+    body = ("Design('both', reset=ActorPlan('urgent', 0), newsletter=ActorPlan('bulk', 10),"
+            " workers=(WorkerGroup(('urgent', 'bulk'), 2),))")
+    result = grade("reset_design", reset_design_source(body))
+    assert result.passed, result.reason

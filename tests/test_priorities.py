@@ -147,3 +147,36 @@ def test_a_deadline_names_what_it_waited_for_and_cleans_up():
 def test_bad_run_options(fast_sink, bad, words):
     with pytest.raises(ValueError, match=words):
         run(Design("x"), fast_sink, **bad)
+
+
+# -- what a worker holds, measured ------------------------------------------------
+
+def test_four_threads_on_a_deep_backlog_overtake_at_most_three_held_copies(sink20):
+    """Prefetch 2 x 4 = 8 counts the 4 running copies too; the reset email takes a place itself."""
+    four = Design("one queue, 4 threads", workers=(WorkerGroup(threads=4),))
+    outcome = run(four, sink20, newsletter=100)
+    overtaken = len(outcome.waiting_when_reset_sent) - len(outcome.ran_before_reset)
+    assert overtaken <= 3, outcome.order
+    assert len(outcome.held_when_reset_fetched) <= 3
+    assert outcome.most_held(0) <= 8
+
+
+def test_every_email_is_fetched_before_it_starts_and_nothing_is_left(sink20):
+    outcome = run(Design("one queue, prefetch 10", workers=(WorkerGroup(prefetch=10),)), sink20)
+    assert all(job.sent <= job.fetched <= job.started for job in outcome.jobs)
+    assert outcome.most_held(0) == 10  # the first fetch takes a whole prefetch of the backlog
+    assert outcome.reset.in_redis > outcome.reset.held  # it waited in Redis, where no priority acts
+    assert outcome.keys_left == 0
+
+
+@pytest.mark.skipif(not os.environ.get("RABBITMQ_URL"), reason="set RABBITMQ_URL to run it")
+def test_rabbitmq_sorts_in_the_broker_and_leaves_no_queue():
+    pytest.importorskip("pika", reason="pip install 'dramatiq[rabbitmq]'")
+    from shared.priorities.rabbitmq import delivery_order, queues_left
+
+    url = os.environ["RABBITMQ_URL"]
+    delivery = delivery_order(url, backlog=10)
+    assert delivery.order[0] == "R" and sorted(delivery.order) == sorted(
+        ["R", *(f"N{n}" for n in range(1, 11))])
+    assert [name.rsplit(".", 1)[-1] for name in delivery.queues[1:]] == ["DQ", "XQ"]
+    assert queues_left(url, delivery.queues) == []

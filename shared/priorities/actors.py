@@ -31,7 +31,8 @@ NAMESPACE_VAR = "DEFER_PRIORITIES_NAMESPACE"  # the run's Redis key prefix
 DESIGN_VAR = "DEFER_PRIORITIES_DESIGN"  # the Design, as JSON
 GROUP_VAR = "DEFER_PRIORITIES_GROUP"  # which worker group of the design this process is
 
-__all__ = ["RESET", "NEWSLETTER", "EmailActors", "broker_config", "declare_actors", "log_key"]
+__all__ = ["RESET", "NEWSLETTER", "EmailActors", "broker_config", "declare_actors",
+           "fetched_key", "log_key"]
 
 RESET = "reset"
 NEWSLETTER = "newsletter"
@@ -56,6 +57,11 @@ def broker_config(namespace: str) -> BrokerConfig:
 def log_key(namespace: str) -> str:
     """The Redis list where every finished email of a run is noted."""
     return f"{namespace}:log"
+
+
+def fetched_key(namespace: str) -> str:
+    """The Redis list where each worker notes when it took a message out of Redis."""
+    return f"{namespace}:fetched"
 
 
 def declare_actors(broker: RedisBroker, design: Design, settings: Settings) -> EmailActors:

@@ -20,6 +20,7 @@ from shared.priorities.run import Outcome
 RESET_COLOUR = "tab:orange"
 NEWSLETTER_COLOUR = "tab:blue"
 RESET_WAITING_COLOUR = "#f7c99b"
+HELD_COLOUR = "#8c6bb1"  # fetched by a worker, held in its memory, not started yet
 TARGET_COLOUR = "tab:red"
 
 
@@ -27,8 +28,10 @@ def plot_runs(outcomes: Sequence[Outcome], *, titles: Sequence[str] | None = Non
               target: float | None = None) -> Figure:
     """One panel per run, one row per email in the order sent (reset last).
 
-    Grey: waiting in a queue; blue: a newsletter copy being sent; orange: the
-    reset email. A red tick marks ``target`` seconds after the reset was sent.
+    Light grey (light orange for the reset email): waiting in Redis; purple:
+    held by a worker (fetched, not started); blue: a newsletter copy being
+    sent; orange: the reset email being sent. A red tick marks ``target``
+    seconds after the reset was sent.
     """
     titles = list(titles) if titles is not None else [o.design.name for o in outcomes]
     xmax = max(o.ended - o.started for o in outcomes) * 1.03
@@ -39,8 +42,9 @@ def plot_runs(outcomes: Sequence[Outcome], *, titles: Sequence[str] | None = Non
         ax.set_title(title, fontsize="medium", loc="left")
         ax.set_xlim(0, xmax)
     axes[-1, 0].set_xlabel("seconds since the newsletter was sent")
-    handles: list[Artist] = [Patch(color=WAITING_COLOUR, label="copy waiting in a queue"),
-               Patch(color=RESET_WAITING_COLOUR, label="reset email waiting"),
+    handles: list[Artist] = [Patch(color=WAITING_COLOUR, label="copy waiting in Redis"),
+               Patch(color=RESET_WAITING_COLOUR, label="reset email waiting in Redis"),
+               Patch(color=HELD_COLOUR, label="held by a worker, not started"),
                Patch(color=NEWSLETTER_COLOUR, label="newsletter copy sending"),
                Patch(color=RESET_COLOUR, label="reset email sending")]
     if target is not None:
@@ -56,9 +60,11 @@ def _draw_run(ax, outcome: Outcome, target: float | None) -> None:
     jobs = sorted(outcome.jobs, key=lambda job: (job.kind == RESET, job.number))
     t0 = outcome.started
     rows = range(1, len(jobs) + 1)
-    ax.barh(rows, [job.started - job.sent for job in jobs], left=[job.sent - t0 for job in jobs],
+    ax.barh(rows, [job.in_redis for job in jobs], left=[job.sent - t0 for job in jobs],
             height=1.0, linewidth=0,
             color=[RESET_WAITING_COLOUR if job.kind == RESET else WAITING_COLOUR for job in jobs])
+    ax.barh(rows, [job.held for job in jobs], left=[job.fetched - t0 for job in jobs],
+            height=1.0, linewidth=0, color=HELD_COLOUR)
     colours = [RESET_COLOUR if job.kind == RESET else NEWSLETTER_COLOUR for job in jobs]
     ax.barh(rows, [job.finished - job.started for job in jobs],
             left=[job.started - t0 for job in jobs], height=1.0 if len(jobs) > 20 else 0.8,

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 from dramatiq.brokers.redis import RedisBroker
 
-from shared.modes.dramatiq.broker import delete_namespace, make_broker
+from shared.modes.dramatiq.broker import delete_namespace, make_broker, namespace_keys
 from shared.priorities.actors import (DESIGN_VAR, GROUP_VAR, NAMESPACE_VAR, NEWSLETTER, RESET,
-                                     broker_config, declare_actors, log_key)
+                                     broker_config, declare_actors, fetched_key, log_key)
 from shared.priorities.design import Design, WorkerGroup
 from shared.processes import LoggedChild, wait_until
 from shared.redis_server import redis_url
@@ -50,11 +50,13 @@ class WorkersFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Job:
-    """One email as measured: when it was sent, started and finished (perf_counter)."""
+    """One email as measured: when it was sent, taken out of Redis by a worker,
+    started and finished (perf_counter)."""
 
     kind: str  # RESET or NEWSLETTER
     number: int  # newsletter copy number from 1; 0 for the reset email
     sent: float
+    fetched: float  # when a worker's consumer took it out of Redis: from then on it is *held*
     started: float
     finished: float
     worker: str  # "pid/thread" of the worker thread that ran it
@@ -66,6 +68,16 @@ class Job:
         """Seconds from ``send()`` until a worker thread started it."""
         return self.started - self.sent
 
+    @property
+    def in_redis(self) -> float:
+        """Seconds it waited in Redis, before a worker fetched it."""
+        return self.fetched - self.sent
+
+    @property
+    def held(self) -> float:
+        """Seconds a worker held it (fetched, not yet started)."""
+        return self.started - self.fetched
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -76,6 +88,7 @@ class Outcome:
     jobs: tuple[Job, ...]  # in the order they started
     started: float  # perf_counter when the first message was sent
     ended: float  # perf_counter when the last email was finished
+    keys_left: int = 0  # the run's Redis keys a SCAN found after it cleaned up
 
     @property
     def reset(self) -> Job:
@@ -110,6 +123,25 @@ class Outcome:
         """Share of the copies waiting when the reset was sent that it waited for (0..1)."""
         waiting = self.waiting_when_reset_sent
         return len(self.ran_before_reset) / len(waiting) if waiting else 0.0
+
+    @property
+    def held_when_reset_fetched(self) -> list[Job]:
+        """Newsletter copies a worker of the reset's group held, not yet started,
+        when the reset email was fetched: the most it could overtake."""
+        reset = self.reset
+        return [job for job in self.newsletter if job.group == reset.group
+                and job.fetched <= reset.fetched < job.started]
+
+    def most_held(self, group: int) -> int:
+        """The most messages worker group ``group`` (from 0) held at one moment:
+        fetched from Redis and not yet finished (running ones included)."""
+        events = sorted([(job.fetched, 1) for job in self.jobs if job.group == group]
+                        + [(job.finished, -1) for job in self.jobs if job.group == group])
+        held = most = 0
+        for _, change in events:
+            held += change
+            most = max(most, held)
+        return most
 
     @property
     def order(self) -> list[str]:
@@ -175,15 +207,19 @@ def run_design(design: Design, *, newsletter: int, smtp_host: str, smtp_port: in
             _wait_for(broker, namespace, newsletter + 1, workers, deadline,
                       f"all {newsletter + 1} emails")
         entries = [json.loads(raw) for raw in broker.client.lrange(log_key(namespace), 0, -1)]
+        fetched = {(e["kind"], e["number"]): e["fetched"] for e in
+                   map(json.loads, broker.client.lrange(fetched_key(namespace), 0, -1))}
     finally:
         broker.close()
         delete_namespace(url, namespace)
+    keys_left = len(namespace_keys(url, namespace))  # a real SCAN, after the cleanup
     jobs = sorted((Job(kind=e["kind"], number=e["number"], sent=sent[e["kind"], e["number"]],
+                       fetched=fetched.get((e["kind"], e["number"]), e["started"]),
                        started=e["started"], finished=e["finished"], worker=e["worker"],
                        group=int(e["group"]), error=e["error"]) for e in entries),
                   key=lambda job: job.started)
     outcome = Outcome(design=design, newsletter_size=newsletter, jobs=tuple(jobs),
-                      started=first, ended=max(job.finished for job in jobs))
+                      started=first, ended=max(job.finished for job in jobs), keys_left=keys_left)
     return outcome
 
 
