@@ -14,7 +14,7 @@ from dramatiq.common import compute_backoff
 from shared.processes import wait_until
 from shared.redis_server import redis_url
 from shared.retries.backoff import (DEFAULT_MAX_BACKOFF, DEFAULT_MAX_RETRIES, DEFAULT_MIN_BACKOFF,
-                                    backoff_window, plot_waits, total_window)
+                                    backoff_window, plot_delays, total_window)
 from shared.retries.flaky_smtp import FlakySmtp, SilentSmtp
 from shared.retries.lab import LabTimeout, RetryLab
 from shared.retries.mail import send_welcome
@@ -171,10 +171,25 @@ def test_backoff_window_refuses_negative_retries():
         backoff_window(-1, 100, 1000)
 
 
-def test_plot_waits_draws_a_small_figure():
-    fig = plot_waits([(0, 0.06), (1, 0.15), (2, 0.5)], min_backoff=50, max_backoff=400)
-    assert len(fig.axes) == 1 and fig.axes[0].collections
+def test_plot_delays_draws_the_draw_and_the_lateness_apart():
+    fig = plot_delays([(0, 0.06, 0.09), (1, 0.15, 0.16), (2, 0.5, 0.55)], min_backoff=50,
+                      max_backoff=400, poll_ms=50)
+    assert len(fig.axes) == 2 and all(ax.collections for ax in fig.axes)
+    assert [round(y, 3) for y in fig.axes[1].collections[0].get_offsets()[:, 1]] == [30, 10, 50]
     assert fig.dpi == 90
+
+
+def test_the_timelines_draw_small_figures():
+    from shared.retries.lab import Attempt
+    from shared.retries.timelines import plot_poison, plot_time_limits
+
+    poison = [Attempt("m", "welcome", (None,), n, start, start + 0.002, "AttributeError",
+                      "retry" if n < 3 else "dead") for n, start in ((1, 0.0), (2, 0.4), (3, 1.2))]
+    fig = plot_poison(poison, [0.05, 0.1, 0.15])
+    assert fig.dpi == 90 and len(fig.axes[0].collections) == 2
+    fig = plot_time_limits([("loop", 2.0, "TimeLimitExceeded"), ("read", 3.0, "TimeLimitExceeded"),
+                            ("timeout", 0.5, "SMTPServerDisconnected")], limit=1.0)
+    assert fig.dpi == 90 and len(fig.axes[0].patches) == 3
 
 
 # -- the lab ------------------------------------------------------------------------

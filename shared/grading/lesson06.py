@@ -366,7 +366,7 @@ def _bury(client: Any, namespace: str, args: tuple, retries: int = 3) -> tuple[s
     from dramatiq import Message
 
     redis_id, message_id = str(uuid.uuid4()), str(uuid.uuid4())
-    message = Message(queue_name=QUEUE, actor_name="welcome", args=args, kwargs={},
+    message: Message[Any] = Message(queue_name=QUEUE, actor_name="welcome", args=args, kwargs={},
                       options={"redis_message_id": redis_id, "retries": retries,
                                "traceback": "Traceback (most recent call last): ...",
                                "max_retries": 3},
@@ -399,7 +399,6 @@ def test_requeue_dead_letter(ns: dict[str, Any]) -> None:
 
     requeue = function(ns, "requeue_dead_letter")
     namespace = f"grading06-{uuid.uuid4().hex[:10]}"
-    keys = _keys(namespace)
     plain = redis.Redis.from_url(redis_url())
     try:
         # 1. A crash between any two commands must leave the letter in exactly one place.

@@ -52,6 +52,8 @@ redis.call("hset", KEYS[4], ARGV[2], ARGV[3])
 redis.call("rpush", KEYS[3], ARGV[2])
 return 1
 """
+#: The script :func:`requeue` runs, public so that a lesson can print it.
+REQUEUE_SCRIPT = _REQUEUE_LUA
 
 
 class NotADeadLetter(ValueError):
