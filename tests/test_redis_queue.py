@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -89,6 +90,47 @@ def test_reap_requeues_only_the_jobs_of_workers_without_a_heartbeat(queue):
     assert r.lrange(queue.processing("alive"), 0, -1) == [b"job-of-alive"]
     assert r.smembers(queue.workers) == {b"alive"}
     assert reap(queue) == []
+
+
+def test_reap_leaves_a_worker_whose_heartbeat_came_back_after_the_first_look(queue, monkeypatch):
+    """The first look says dead; by the move the heartbeat is back: the job must stay."""
+    r = queue.redis
+    r.sadd(queue.workers, "lapsed")
+    r.lpush(queue.processing("lapsed"), b"its-job")
+    r.set(queue.heartbeat("lapsed"), 1, px=10_000)  # back, after the reaper's first look
+    monkeypatch.setattr(queue, "alive", lambda name: False)  # that first look
+    assert reap(queue) == []
+    assert r.lrange(queue.processing("lapsed"), 0, -1) == [b"its-job"]
+    assert r.smembers(queue.workers) == {b"lapsed"}
+    assert r.llen(queue.queue) == 0
+
+
+def test_a_heartbeat_survives_a_redis_restart_and_registers_again(capfd):
+    """Before the fix, the first failed beat ended the thread: the worker lived on, unwatched."""
+    from shared.redis_server import EmbeddedRedis
+    from shared.redis_queue.worker import Heartbeat
+
+    ttl = 0.4
+    server = EmbeddedRedis().start()
+    port = server.port
+    queue = RedisQueue(server.url, "defer:restart")
+    try:
+        with Heartbeat(queue, "w1", ttl=ttl) as heartbeat:
+            server.stop()  # Redis goes away, and with it every key: the worker set too
+            time.sleep(ttl * 3)
+            assert heartbeat._thread.is_alive() and heartbeat.failures > 0
+            server = EmbeddedRedis(port=port).start()  # back, empty, on the same port
+            wait_for("the worker to beat and register again",
+                     lambda: queue.alive("w1") and queue.redis.sismember(queue.workers, "w1"),
+                     DEADLINE)
+            assert heartbeat.failures == 0
+        err = capfd.readouterr().err
+        assert err.count("w1: heartbeat failed (") == 1, err  # said once, not once per retry
+        assert err.count("w1: heartbeat back after ") == 1, err
+        assert queue.keys() == []  # deregistered on the way out
+    finally:
+        queue.close()
+        server.stop()
 
 
 def test_a_worker_leaving_with_a_job_in_hand_hands_it_back(queue):
@@ -273,3 +315,27 @@ def test_the_mode_refuses_zero_workers():
 def test_job_json_stays_a_plain_object(store):
     [job] = _email_jobs(store, 1)
     assert set(json.loads(job.to_json())) == {"id", "kind", "email", "request_id", "enqueued_at"}
+
+
+# -- what a restart of Redis keeps (lesson 03, section 6) ------------------------------
+
+@pytest.mark.parametrize("settings, words", [
+    ({"appendonly": "no", "appendfsync": "everysec", "save": ""}, r"^nothing: every queued job"),
+    ({"appendonly": "yes", "appendfsync": "everysec", "save": ""},
+     r"append-only file .*about the last second of writes"),
+    ({"appendonly": "yes", "appendfsync": "always", "save": "3600 1"}, r"no acknowledged write"),
+    ({"appendonly": "no", "appendfsync": "everysec", "save": "3600 1"},
+     r"^its last snapshot \(save '3600 1'\): every job queued or taken since"),
+    ("ResponseError: unknown command 'CONFIG'", r"^this Redis would not say \(ResponseError"),
+])
+def test_what_a_restart_keeps_follows_the_settings(settings, words):
+    from shared.redis_queue.demo import what_a_restart_keeps
+
+    assert re.search(words, what_a_restart_keeps(settings))
+
+
+def test_persistence_reads_the_servers_settings(queue):
+    from shared.redis_queue.demo import persistence
+
+    found = persistence(queue.redis)
+    assert isinstance(found, dict) and set(found) == {"appendonly", "appendfsync", "save"}

@@ -350,3 +350,46 @@ def test_the_server_dies_with_a_killed_parent(orphans_come_to_us: None) -> None:
         if server_pid is not None and pid_exists(server_pid):
             os.kill(server_pid, signal.SIGKILL)
             wait_until(lambda: reaped(server_pid), 5, "the killed server to be reaped")
+
+
+# -- the oldest Redis the course runs on: BLMOVE and LMOVE need 6.2 -------------------------
+
+@pytest.mark.parametrize("version, old", [
+    ("5.0.7", True), ("6.0.16", True), ("6.2.0", False), ("7.0.15", False), ("7.2.4", False),
+    ("10.0.0", False), ("6.2.0-rc1", False),
+])
+def test_too_old_compares_major_and_minor(version, old):
+    assert redis_server.too_old(version) is old
+
+
+def test_the_version_is_read_from_a_real_server(server):
+    version = redis_server.server_version(server.url)
+    assert version is not None and not redis_server.too_old(version)
+
+
+def test_a_redis_url_older_than_6_2_is_refused_naming_the_fix(server, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", server.url)
+    monkeypatch.setattr(redis_server, "_version_checked", set())
+    monkeypatch.setattr(redis_server, "server_version", lambda url, **_: "6.0.16")
+    with pytest.raises(RedisUnavailable, match=r"^REDIS_URL=redis://127\.0\.0\.1:\d+/0 is Redis "
+                       r"6\.0\.16, but the course needs Redis >= 6\.2: lesson 03's queue uses "
+                       r"BLMOVE and LMOVE.*To fix it, upgrade that server, point REDIS_URL at "
+                       r"Redis >= 6\.2, or unset REDIS_URL"):
+        redis_url()
+
+
+def test_a_local_redis_older_than_6_2_is_refused_naming_the_fix(server, no_redis_url, monkeypatch):
+    monkeypatch.setattr(redis_server, "_version_checked", set())
+    monkeypatch.setattr(redis_server, "server_version", lambda url, **_: "5.0.7")
+    with pytest.raises(RedisUnavailable, match=r"^the Redis on redis://127\.0\.0\.1:\d+/0 is Redis "
+                       r"5\.0\.7, .*To fix it, upgrade it, stop it so that the course starts its "
+                       r"own Redis, or set REDIS_URL"):
+        redis_url(local_url=server.url)
+    assert redis_server._embedded is None  # refused, not silently replaced
+
+
+def test_a_server_that_will_not_say_its_version_is_not_refused(server, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", server.url)
+    monkeypatch.setattr(redis_server, "_version_checked", set())
+    monkeypatch.setattr(redis_server, "server_version", lambda url, **_: None)
+    assert redis_url() == server.url

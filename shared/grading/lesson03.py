@@ -157,6 +157,80 @@ def _check_survives_a_kill(take_and_run, queue) -> None:
 
 def test_reaper(ns: dict[str, Any]) -> None:
     reap_dead_workers = function(ns, "reap_dead_workers")
+    _check_a_heartbeat_that_comes_back(reap_dead_workers)
+    _check_a_killed_worker(reap_dead_workers)
+
+
+LAPSED, DEAD, LIVE = "w-lapsed", "w-dead", "w-live"
+
+
+def _check_a_heartbeat_that_comes_back(reap_dead_workers) -> None:
+    """Three registered workers: one alive, one dead, and one whose heartbeat has lapsed
+    and comes back right after the learner's first command that names its heartbeat key
+    (the reaper's check), before whatever comes next (its move)."""
+    from shared.grading.redis_spy import spied_queue  # noqa: PLC0415
+
+    queue = _queue()
+    r = queue.redis
+    try:
+        r.sadd(queue.workers, LAPSED, DEAD, LIVE)
+        r.rpush(queue.processing(LAPSED), b"lapsed-job-2", b"lapsed-job-1")
+        r.rpush(queue.processing(DEAD), b"dead-job")
+        r.rpush(queue.processing(LIVE), b"live-job")
+        r.set(queue.heartbeat(LIVE), 1, px=60_000)
+        beat = queue.heartbeat(LAPSED)
+        revived: list[tuple[str, int]] = []  # (the command it came back after, its jobs then)
+
+        def comes_back(command) -> None:
+            if revived or not command.mentions(beat):
+                return
+            with r.pipeline() as pipe:  # MULTI SET SADD EXEC, as the course's heartbeat beats
+                pipe.set(beat, 1, px=60_000)
+                pipe.sadd(queue.workers, LAPSED)
+                pipe.execute()
+            revived.append((command.name, r.llen(queue.processing(LAPSED))))
+
+        learners = spied_queue(queue, after=comes_back)
+        try:
+            got = call(reap_dead_workers, learners)
+        finally:
+            learners.close()
+        if r.lrange(queue.processing(LIVE), 0, -1) != [b"live-job"]:
+            raise AssertionError(f"reap_dead_workers moved the job of {LIVE}, whose heartbeat is "
+                                 "alive: leave live workers alone")
+        if not revived:
+            raise AssertionError(f"reap_dead_workers never read {beat!r}: check each worker's "
+                                 "heartbeat key, queue.heartbeat(name)")
+        when, held = revived[0]
+        left = r.llen(queue.processing(LAPSED))
+        if left < held:
+            raise AssertionError(
+                f"{LAPSED}'s heartbeat came back right after your {when}, yet your reaper then "
+                f"moved {held - left} of its job(s): it is alive and running that job, so it will "
+                "run twice. Check and move in one atomic step: a Lua script (EXISTS, then LMOVE), "
+                "or WATCH the heartbeat, check it, MULTI LMOVE EXEC")
+        if not r.sismember(queue.workers, LAPSED):
+            raise AssertionError(
+                f"{LAPSED}'s heartbeat came back right after your {when}, yet your reaper then "
+                "removed it from queue.workers: nobody will reap it if it dies later. Remove a "
+                "worker in the same atomic step that finds its heartbeat still gone")
+        if r.llen(queue.processing(DEAD)) or r.sismember(queue.workers, DEAD):
+            raise AssertionError(f"{DEAD}, whose heartbeat is gone for good, still holds a job or "
+                                 "is still in queue.workers: move its jobs back, then SREM it")
+        moved = 2 - left
+        expected = {DEAD: 1, **({LAPSED: moved} if moved else {})}
+        if not isinstance(got, dict) or {k: v for k, v in got.items() if v or k != LAPSED} != expected:
+            raise AssertionError(f"reap_dead_workers returned {got!r}, expected {expected!r} "
+                                 "(worker name -> jobs it moved back)")
+        waiting = r.lrange(queue.queue, 0, -1)
+        if sorted(waiting) != sorted([b"dead-job", b"lapsed-job-1", b"lapsed-job-2"][:1 + moved]):
+            raise AssertionError(f"after reaping, the queue held {waiting!r}")
+    finally:
+        queue.delete()
+        queue.close()
+
+
+def _check_a_killed_worker(reap_dead_workers) -> None:
     from shared.grading.redis_spy import spied_queue  # noqa: PLC0415
     from shared.redis_queue.demo import Demo, kill_mid_job  # noqa: PLC0415
     from shared.redis_server import redis_url  # noqa: PLC0415

@@ -7,6 +7,13 @@ process runs the reaper: when a worker dies, its heartbeat expires and its
 jobs go back to the queue; the supervisor also starts a replacement worker.
 Its messages go to the ``shared.modes.redis_queue`` logger (``make serve``
 prints them).
+
+What survives what: a worker's death, yes (its processing list and the
+reaper). This app's own restart, no: the key prefix is new each run (the
+banner prints it), so a new app never reads what an old one left in Redis;
+a clean stop first lets the queued jobs finish, then deletes its keys.
+A restart of Redis keeps only what Redis persists (the embedded server
+persists nothing).
 """
 
 from __future__ import annotations
@@ -69,7 +76,8 @@ class RedisQueueRunner(Runner):
         pids = ", ".join(f"{w.name} pid {w.pid}" for w in self.pool.running)
         return (f"{len(self.pool.running)} worker processes ({pids}) take jobs from the Redis "
                 f"list {self.queue.queue}; a killed worker's jobs go back to the queue within "
-                f"{self.recovery_seconds:g} s")
+                f"{self.recovery_seconds:g} s; the prefix {self.queue.prefix} is new each run, so "
+                "a restarted app does not read an old run's jobs")
 
     def submit(self, job: Job) -> None:
         self.queue.enqueue(job)

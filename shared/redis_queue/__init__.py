@@ -1,6 +1,8 @@
 """A durable job queue on Redis, written by hand so that Dramatiq is not magic.
 
-Everything lives under one key prefix per app run (``defer:3f9a1c2e``):
+Everything lives under one key prefix per app run (``defer:3f9a1c2e``). The
+prefix is new each run, so a restarted app never reads an old run's jobs:
+they stay in Redis, unread, until someone deletes them.
 
 - ``<prefix>:queue``: a list of JSON jobs. The producer ``LPUSH``es on the
   left; workers take from the right, oldest first.
@@ -17,7 +19,8 @@ heartbeat), :mod:`~shared.redis_queue.reaper` (dead workers' jobs back to the
 queue), :mod:`~shared.redis_queue.pool` (worker processes),
 :mod:`~shared.redis_queue.pickle_demo` (why jobs travel as JSON), and for
 lesson 03: :mod:`~shared.redis_queue.demo` (crashes at chosen moments) and
-:mod:`~shared.redis_queue.measure` (enqueue cost, scaling with workers).
+:mod:`~shared.redis_queue.measure` (enqueue cost, scaling with workers),
+:mod:`~shared.redis_queue.figures` (the queue's diagram, a crash's time line).
 Run a worker with ``python -m shared.redis_queue --help``.
 """
 

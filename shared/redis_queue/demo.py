@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import redis
 
 from shared.job import Job, new_jobs
 from shared.processes import wait_until
 from shared.redis_queue.pool import WorkerPool, WorkerProcess
-from shared.redis_queue.queue import RedisQueue
+from shared.redis_queue.queue import RedisQueue, text
 from shared.settings import Settings
 from shared.smtp_sink import SmtpSink
 from shared.store import Store
@@ -37,11 +41,84 @@ def wait_for(what: str, predicate: Callable[[], object], timeout: float = 30.0) 
     return value
 
 
-def kill_mid_job(worker: WorkerProcess, store: Store, timeout: float = 30.0) -> None:
-    """SIGKILL ``worker`` as soon as a job is running (the sink should be holding its email)."""
+def kill_mid_job(worker: WorkerProcess, store: Store, timeout: float = 30.0) -> float:
+    """SIGKILL ``worker`` as soon as a job is running (the sink should be holding its email).
+
+    Returns the Unix time of the kill.
+    """
     wait_for("a job to start running", lambda: store.counts()["running"] > 0, timeout)
     os.kill(worker.pid, signal.SIGKILL)
+    killed = time.time()
     worker.process.wait(10)
+    return killed
+
+
+@dataclass
+class Crash:
+    """One job's crash and redelivery, in Unix times read from the store, Redis and the clock.
+
+    ``started``: its first attempt began (the store); ``killed``: the SIGKILL;
+    ``expires``: the dead worker's heartbeat key expires (its PTTL read from Redis
+    right after the kill); ``reaped``: the reaper moved it back; ``rerun`` and
+    ``finished``: the second attempt (the store).
+    """
+
+    job_id: str
+    worker: str
+    started: float
+    killed: float
+    expires: float
+    reaped: float | None = None
+    rerun: float | None = None
+    finished: float | None = None
+
+    @classmethod
+    def after_kill(cls, queue: RedisQueue, store: Store, worker: str, killed: float) -> Crash:
+        """What is known right after ``worker`` was killed at ``killed``: the job it held."""
+        ttl_ms = queue.redis.pttl(queue.heartbeat(worker))
+        now = time.time()
+        [raw] = queue.redis.lrange(queue.processing(worker), 0, -1)
+        job_id = Job.from_json(raw).id
+        status = store.job(job_id)
+        assert status is not None and status.started_at is not None
+        return cls(job_id, worker, status.started_at, killed, now + max(0, ttl_ms) / 1000)
+
+    def finish(self, store: Store) -> Crash:
+        """Fill in the second attempt from the store, once the job is done."""
+        status = store.job(self.job_id)
+        assert status is not None
+        self.rerun, self.finished = status.started_at, status.finished_at
+        return self
+
+
+def persistence(r: redis.Redis) -> dict[str, str] | str:
+    """The server's persistence settings (``appendonly``, ``appendfsync``, ``save``), or why
+    it would not say (managed services often refuse ``CONFIG``)."""
+    try:
+        found: dict[str, str] = {}
+        for name in ("appendonly", "appendfsync", "save"):
+            found.update({text(k or ""): text(v or "") for k, v in r.config_get(name).items()})
+        return found
+    except redis.RedisError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def what_a_restart_keeps(settings: dict[str, str] | str) -> str:
+    """In words: what a restart of a Redis with these settings keeps of the queue."""
+    if isinstance(settings, str):
+        return (f"this Redis would not say ({settings}): ask its operator whether it "
+                "persists, and how often")
+    if settings.get("appendonly") == "yes":  # on start, Redis loads this file, not the snapshot
+        every = settings.get("appendfsync", "?")
+        loss = ("no acknowledged write" if every == "always" else
+                "about the last second of writes" if every == "everysec" else
+                "whatever the operating system had not yet written to disk")
+        return (f"the jobs in its append-only file (appendonly yes, appendfsync {every}): "
+                f"a crash of the machine loses {loss}")
+    if settings.get("save"):
+        return (f"its last snapshot (save {settings['save']!r}): every job queued or taken "
+                "since that snapshot is lost")
+    return "nothing: every queued job, and every job a worker held, is gone"
 
 
 def kill_on_delivery(sink: SmtpSink, worker: WorkerProcess) -> None:

@@ -13,8 +13,12 @@ import os
 import sys
 import threading
 
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 from shared.job import BadJob, Job, run_job
-from shared.redis_queue.queue import RedisQueue, connect
+from shared.redis_queue.queue import TIMEOUT, RedisQueue
 from shared.settings import Settings
 from shared.store import Store
 
@@ -80,27 +84,59 @@ class Heartbeat:
 
     The key expires ``ttl`` seconds after the last beat, so a worker that
     dies, however it dies, is presumed dead at most ``ttl`` seconds later.
+
+    A beat that fails (Redis restarted, a connection dropped) must not end the
+    thread: a worker that lives on without a heartbeat looks dead, and the
+    reaper hands the job it is running to another worker. So the thread
+    retries, sooner than the next beat is due (``ttl / 16`` doubling up to
+    ``ttl / 4``), says so once in the worker's log, and says when it is back.
+    Every beat registers the worker again (``SET`` and ``SADD`` in one
+    ``MULTI``): if the reaper took it for dead meanwhile, the worker is back
+    in the set and will be watched again.
     """
 
     def __init__(self, queue: RedisQueue, name: str, ttl: float) -> None:
         if not ttl > 0:
             raise ValueError(f"the heartbeat TTL must be > 0 seconds, got {ttl!r}")
         self.queue, self.name, self.ttl = queue, name, ttl
-        self.redis = connect(queue.url)  # its own connection: the worker's may be blocked
+        # Its own connection (the worker's may be blocked in BLMOVE), named so that
+        # CLIENT LIST shows it, and with waits shorter than the TTL.
+        wait = min(TIMEOUT, max(0.05, ttl / 2))
+        self.redis = redis.Redis.from_url(queue.url, socket_connect_timeout=wait,
+                                          socket_timeout=wait, retry=Retry(NoBackoff(), 0),
+                                          client_name=f"heartbeat-{name}")
+        self.failures = 0  # beats that failed in a row
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat_until_stopped, daemon=True,
                                         name=f"heartbeat-{name}")
 
     def beat(self) -> None:
-        self.redis.set(self.queue.heartbeat(self.name), os.getpid(), px=int(self.ttl * 1000))
+        """Set the heartbeat key with its TTL and register the worker, in one transaction."""
+        with self.redis.pipeline() as pipe:  # MULTI SET SADD EXEC: alive and registered at once
+            pipe.set(self.queue.heartbeat(self.name), os.getpid(), px=int(self.ttl * 1000))
+            pipe.sadd(self.queue.workers, self.name)
+            pipe.execute()
 
     def _beat_until_stopped(self) -> None:
-        while not self._stop.wait(self.ttl / 4):
-            self.beat()
+        pause = self.ttl / 4
+        while not self._stop.wait(pause):
+            try:
+                self.beat()
+            except redis.RedisError as exc:
+                self.failures += 1
+                if self.failures == 1:  # once per outage, not once per retry
+                    say(f"{self.name}: heartbeat failed ({type(exc).__name__}: {exc}); "
+                        "retrying until Redis answers")
+                pause = min(self.ttl / 4, self.ttl / 16 * 2 ** (self.failures - 1))
+                continue
+            if self.failures:
+                say(f"{self.name}: heartbeat back after {self.failures} failed beat(s); "
+                    "registered again")
+                self.failures = 0
+            pause = self.ttl / 4
 
     def __enter__(self) -> Heartbeat:
-        self.beat()  # alive first, registered second: the reaper never sees us without a beat
-        self.redis.sadd(self.queue.workers, self.name)
+        self.beat()  # alive and registered in one step: the reaper never sees us without a beat
         self._thread.start()
         return self
 
@@ -113,3 +149,8 @@ class Heartbeat:
         self.redis.srem(self.queue.workers, self.name)
         self.redis.delete(self.queue.heartbeat(self.name))
         self.redis.close()
+
+
+def say(line: str) -> None:
+    """One line to the worker's log (its stderr), flushed at once."""
+    print(line, file=sys.stderr, flush=True)
