@@ -100,8 +100,8 @@ class Heartbeat:
             raise ValueError(f"the heartbeat TTL must be > 0 seconds, got {ttl!r}")
         self.queue, self.name, self.ttl = queue, name, ttl
         # Its own connection (the worker's may be blocked in BLMOVE), named so that
-        # CLIENT LIST shows it, and with waits shorter than the TTL.
-        wait = min(TIMEOUT, max(0.05, ttl / 2))
+        # CLIENT LIST shows it. A beat that takes longer than the TTL is too late anyway.
+        wait = min(TIMEOUT, ttl)
         self.redis = redis.Redis.from_url(queue.url, socket_connect_timeout=wait,
                                           socket_timeout=wait, retry=Retry(NoBackoff(), 0),
                                           client_name=f"heartbeat-{name}")
