@@ -57,6 +57,16 @@ def test_a_given_up_message_is_a_dead_letter(lab):
     assert runs == ["ada"]
 
 
+def test_dead_letters_have_no_redis_ttl_only_dramatiqs_sweep(lab):
+    """dead_message_ttl is kept by a maintenance sweep, not by Redis: the keys say TTL -1."""
+    broker, deliver, _, _ = lab
+    deliver.send("eve")
+    wait_until(lambda: dead_letters(broker, QUEUE), 10, "eve's message in the dead letters")
+    ids_key, messages_key = dead_letter_keys(broker.namespace, QUEUE)
+    assert broker.client.ttl(ids_key) == -1 and broker.client.ttl(messages_key) == -1
+    assert broker.dead_message_ttl == 7 * 86_400_000
+
+
 def test_a_client_and_namespace_read_the_same_letters(lab):
     broker, deliver, _, _ = lab
     deliver.send("bob")
