@@ -14,7 +14,9 @@ choose, each the way real providers fail:
   ``250 OK`` reaches the sender. The sender sees an error although the
   email went out: the duplicate-email case.
 - ``dedupe=True``: a message whose ``Message-ID`` was already accepted is
-  answered ``250`` again but not delivered twice (an idempotency key).
+  answered ``250`` again but not delivered twice (an idempotency key). This is
+  the simulated provider's behaviour, not SMTP's: the protocol promises no
+  such thing, and real providers differ.
 
 :class:`SilentSmtp` accepts TCP connections and never says a word: the hung
 provider that holds a worker thread forever.

@@ -1,8 +1,9 @@
 """Send the welcome email, optionally with a Message-ID of your choosing.
 
-A fixed ``Message-ID`` is an idempotency key: a provider that has already
-accepted a message with that id can accept the retry without delivering it
-twice.
+A fixed ``Message-ID`` can serve as an idempotency key, but only with a
+provider that honours it: one that has already accepted a message with that
+id accepts the retry without delivering it twice, as
+``FlakySmtp(dedupe=True)`` does. SMTP itself does not require that.
 """
 
 from __future__ import annotations
