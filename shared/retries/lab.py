@@ -37,7 +37,8 @@ from shared.modes.dramatiq.broker import BrokerConfig, delete_namespace, make_br
 from shared.modes.dramatiq.dead_letters import DeadLetter
 from shared.redis_server import redis_url
 
-#: Milliseconds an idle worker waits between polls of Redis (Dramatiq's default: 1000).
+#: The worker's ``worker_timeout``, ms: an idle consumer polls Redis with a growing, jittered
+#: pause that never exceeds it (Dramatiq's default: 1000). A retry makes two such hops.
 POLL_MS = 50
 QUEUE = "default"
 
