@@ -4,9 +4,13 @@ The browser comes from the system (Debian: ``apt-get install chromium
 chromium-driver``); selenium comes from PyPI. :func:`browser_problem` says
 why no browser can run here, so a test can skip with that reason.
 
+:func:`submit_signup` signs up in the page and records every text its job
+rows show, with when (:func:`recorded`); :func:`wait_for_row` waits for a
+row to show something (a retry waiting, say); :func:`wait_until_finished`
+waits for both jobs. Lesson 04 drives the page live with them.
+
 ``python -m shared.browser OUT.png`` serves the page, signs up in the
-browser, waits for both jobs and the avatar, and saves a screenshot (the
-one lesson 04 shows).
+browser, waits for both jobs and the avatar, and saves a screenshot.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -27,6 +32,7 @@ DRIVERS = ("chromedriver",)
 INSTALL_HINT = ("install one: `apt-get install chromium chromium-driver` (Debian/Ubuntu), "
                 "or put chromium and a matching chromedriver on PATH")
 WINDOW = (600, 600)
+FINISHED = ("done", "failed")
 
 
 def _which(names: tuple[str, ...]) -> str | None:
@@ -73,35 +79,106 @@ def headless_chromium(width: int = WINDOW[0], height: int = WINDOW[1]) -> Iterat
         driver.quit()
 
 
+def submit_signup(driver: WebDriver, page_url: str, email: str) -> None:
+    """Open the page, start recording what its job rows show (:func:`recorded`), type
+    ``email`` and submit."""
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    driver.get(page_url)
+    driver.execute_script(RECORD_JS)
+    driver.find_element(By.ID, "email").send_keys(email)
+    driver.find_element(By.ID, "submit").click()
+
+
+#: Records every change of a job row's text, with when (ms since the form was sent).
+RECORD_JS = """
+window.__shown = [];
+let started = performance.now();
+document.getElementById("signup").addEventListener("submit", () => { started = performance.now(); });
+const table = document.getElementById("jobs");
+new MutationObserver(() => {
+  for (const row of table.rows) {
+    const cells = [...row.cells].map((cell) => cell.textContent);
+    const last = window.__shown.filter((s) => s.row === row.id).pop();
+    if (cells.length === 3 && cells[1] !== "" && (!last || last.cells.join("|") !== cells.join("|"))) {
+      window.__shown.push({row: row.id, cells, at: performance.now() - started});
+    }
+  }
+}).observe(table, {subtree: true, childList: true, characterData: true});
+"""
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One thing a job row showed: when (seconds since the form was sent), its status, its detail."""
+
+    at: float
+    kind: str
+    status: str
+    detail: str
+
+
+def recorded(driver: WebDriver) -> list[Shown]:
+    """Every distinct text the page's job rows showed since :func:`submit_signup`, in order."""
+    return [Shown(item["at"] / 1000, item["cells"][0], item["cells"][1], item["cells"][2])
+            for item in driver.execute_script("return window.__shown || [];")]
+
+
+def rows_now(driver: WebDriver) -> dict[str, tuple[str, str]]:
+    """What each job row shows now: ``{"welcome email": ("queued", "waiting for a worker")}``."""
+    rows = driver.execute_script(
+        "return [...document.querySelectorAll('#jobs tr')].map("
+        "(row) => [...row.cells].map((cell) => cell.textContent));")
+    return {cells[0]: (cells[1], cells[2]) for cells in rows if len(cells) == 3}
+
+
+def wait_for_row(driver: WebDriver, kind: str, test: Callable[[str, str], bool], what: str, *,
+                 timeout: float = 30.0) -> tuple[str, str]:
+    """Wait until the row of ``kind`` shows a (status, detail) that passes ``test``; return it."""
+    from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
+
+    def shown(d: WebDriver) -> tuple[str, str] | Literal[False]:
+        row = rows_now(d).get(kind)
+        return row if row is not None and test(*row) else False
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.02).until(
+        shown, message=f"the {kind} row to show {what} within {timeout:g} s")
+
+
+def wait_until_finished(driver: WebDriver, *, timeout: float = 30.0) -> dict[str, str]:
+    """Wait until both job rows show done or failed (and the avatar has loaded, if done).
+
+    Returns each row's status, with the detail after a failure:
+    ``{"welcome email": "done", "avatar": "failed: gave up after 1 attempt(s): ..."}``.
+    """
+    from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
+
+    def finished(d: WebDriver) -> dict[str, str] | Literal[False]:
+        rows = rows_now(d)
+        if len(rows) != 2 or any(status not in FINISHED for status, _ in rows.values()):
+            return False
+        return {kind: status + (f": {detail}" if status == "failed" else "")
+                for kind, (status, detail) in rows.items()}
+
+    shown = WebDriverWait(driver, timeout, poll_frequency=0.05).until(
+        finished, message=f"both job rows to show done or failed within {timeout:g} s")
+    if shown.get("avatar") == "done":
+        WebDriverWait(driver, timeout, poll_frequency=0.05).until(
+            lambda d: d.execute_script(
+                "const i = document.getElementById('avatar-image'); "
+                "return i !== null && i.complete && i.naturalWidth > 0;"),
+            message=f"the avatar image to load within {timeout:g} s")
+    return shown
+
+
 def sign_up_in_browser(driver: WebDriver, page_url: str, email: str, *,
                        timeout: float = 30.0) -> dict[str, str]:
     """Type ``email`` into the page, submit, wait until both jobs finished.
 
     Returns what the page shows per job row, e.g. ``{"welcome email": "done"}``.
     """
-    from selenium.webdriver.common.by import By  # noqa: PLC0415
-    from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
-
-    driver.get(page_url)
-    driver.find_element(By.ID, "email").send_keys(email)
-    driver.find_element(By.ID, "submit").click()
-
-    def rows_finished(d: WebDriver) -> dict[str, str] | Literal[False]:
-        rows = d.find_elements(By.CSS_SELECTOR, "#jobs tr")
-        shown = {r.find_elements(By.TAG_NAME, "td")[0].text: r.find_elements(By.TAG_NAME, "td")[1].text
-                 for r in rows if len(r.find_elements(By.TAG_NAME, "td")) == 2}
-        done = len(shown) == 2 and all(t.split(":")[0] in ("done", "failed") for t in shown.values())
-        return shown if done else False
-
-    shown = WebDriverWait(driver, timeout, poll_frequency=0.1).until(
-        rows_finished, message=f"both job rows to show done or failed within {timeout:g} s")
-    if shown.get("avatar") == "done":
-        WebDriverWait(driver, timeout, poll_frequency=0.1).until(
-            lambda d: d.execute_script(
-                "const i = document.getElementById('avatar-image'); "
-                "return i !== null && i.complete && i.naturalWidth > 0;"),
-            message=f"the avatar image to load within {timeout:g} s")
-    return shown
+    submit_signup(driver, page_url, email)
+    return wait_until_finished(driver, timeout=timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

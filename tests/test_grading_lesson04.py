@@ -73,8 +73,19 @@ def test_a_weak_unit_test_fails_with_the_reason(old, new, reason):
 
 
 @pytest.mark.parametrize("old, new, reason", [
-    ("math.floor(p50_goal_ms * 8 / 3)", "1000", "worker_timeout=1000 ms"),
-    ("math.floor(p50_goal_ms * 8 / 3)", "max(1, int(p50_goal_ms / 4))", "idle Redis calls for nothing"),
+    # the lesson's old rule, whatever the learner measured
+    ("math.floor(p50_goal_ms / pickup_share)", "math.floor(p50_goal_ms * 8 / 3)",
+     "use the pickup_share you are given"),
+    # the share turned upside down: a cap shorter than the goal
+    ("math.floor(p50_goal_ms / pickup_share)", "math.floor(p50_goal_ms * pickup_share)",
+     "pays idle Redis calls for nothing"),
+    # the goal as the cap: meets it, but wastes idle calls
+    ("math.floor(p50_goal_ms / pickup_share)", "int(p50_goal_ms)", "pays idle Redis calls for nothing"),
+    # rounded up: the predicted median misses the goal
+    ("math.floor(p50_goal_ms / pickup_share)", "math.floor(p50_goal_ms / pickup_share) + 2",
+     "over the"),
+    # Dramatiq's default cap, whatever the goal
+    ("math.floor(p50_goal_ms / pickup_share)", "1000", "worker_timeout=1000 ms"),
     ("math.ceil(jobs_per_second * job_seconds / 0.8)", "math.ceil(jobs_per_second * job_seconds)",
      "at most 80% busy needs"),
 ])
@@ -84,3 +95,19 @@ def test_wrong_settings_fail_with_the_rule(old, new, reason):
     result = grade("choose_settings", source.replace(old, new))
     assert not result.passed
     assert reason in result.reason
+
+
+def test_any_share_consistent_rounding_passes():
+    # int() and round-down division are the same rule; a cap one ms short is still accepted
+    source = solution("choose_settings").replace(
+        "math.floor(p50_goal_ms / pickup_share)", "int(p50_goal_ms / pickup_share) - 1")
+    result = grade("choose_settings", source)
+    assert result.passed, result.reason
+
+
+def test_the_largest_timeout_meets_the_goal_exactly():
+    from shared.grading.lesson04 import largest_timeout
+    assert largest_timeout(100, 0.4) == 250
+    assert largest_timeout(30, 0.375) == 80
+    assert all(0.3 * largest_timeout(g, 0.3) <= g < 0.3 * (largest_timeout(g, 0.3) + 1)
+               for g in range(1, 400))

@@ -8,8 +8,10 @@ import httpx
 import pytest
 
 from shared.app import create_app, state
-from shared.browser import browser_problem, headless_chromium, sign_up_in_browser
+from shared.browser import (browser_problem, headless_chromium, recorded, sign_up_in_browser,
+                            submit_signup, wait_for_row, wait_until_finished)
 from shared.modes import MODES, redis_url_for
+from shared.smtp_sink import SmtpSink, refuse_first
 from shared.web import BackgroundServer
 
 FOLLOWS_JOBS = [mode for mode, runner in MODES.items() if runner.kinds and runner.tells_job_ids]
@@ -85,3 +87,24 @@ def test_the_page_says_what_is_wrong_with_a_taken_address(fast_sink, browser):
     finally:
         state(app).close()
     assert answer == "409: ada@example.com already has an account"
+
+
+@needs_browser
+def test_the_page_shows_the_attempt_and_the_last_error_while_a_retry_waits(browser):
+    with SmtpSink(delay=0.05, refuse=refuse_first(1)) as sink:
+        app = create_app("dramatiq", redis_url=redis_url_for("dramatiq"), smtp_host=sink.host,
+                         smtp_port=sink.port, min_backoff=500, max_backoff=1_000)
+        try:
+            with BackgroundServer(app) as server:
+                submit_signup(browser, server.url + "/", "grace@example.com")
+                status, detail = wait_for_row(browser, "welcome email",
+                                              lambda status, detail: "retry" in detail, "a retry")
+                final = wait_until_finished(browser)
+                shown = [s for s in recorded(browser) if s.kind == "welcome email"]
+        finally:
+            state(app).close(timeout=30)
+    assert status == "queued"
+    assert detail.startswith("attempt 1 failed (SMTPDataError") and "451" in detail
+    assert final["welcome email"] == "done"
+    assert shown[-1].detail.startswith("attempt 2, done ")
+    assert [s.at for s in shown] == sorted(s.at for s in shown)

@@ -182,18 +182,32 @@ def _expect_threads_gone(baseline: set[threading.Thread], what: str) -> None:
 
 # -- choose_settings ----------------------------------------------------------
 
-CASES = [(100, 20, 0.5), (40, 5, 0.2), (250, 3, 2.0), (60, 50, 0.05), (30, 1, 1.0)]
+#: (p50 goal in ms, pickup share, jobs per second, seconds per job). The shares span what
+#: lesson 04's pickup measurement prints for the default cap on quiet and busy machines.
+CASES = [(100, 0.4, 20, 0.5), (40, 0.45, 5, 0.2), (250, 0.3, 3, 2.0), (60, 0.55, 50, 0.05),
+         (30, 0.375, 1, 1.0)]
+LIVE_SHARE = 0.45  # the share the live check passes (a typical measurement)
 
 
 def expected_threads(jobs_per_second: float, job_seconds: float) -> int:
     return math.ceil(jobs_per_second * job_seconds / 0.8)
 
 
+def largest_timeout(goal: float, share: float) -> int:
+    """The largest whole ms whose predicted median, share x timeout, meets the goal."""
+    timeout = math.floor(goal / share)
+    while share * (timeout + 1) <= goal:  # guard against float error in the division
+        timeout += 1
+    while timeout > 0 and share * timeout > goal:
+        timeout -= 1
+    return timeout
+
+
 def test_choose_settings(ns: dict[str, Any]) -> None:
     choose_settings = function(ns, "choose_settings")
-    for goal, rate, seconds in CASES:
-        text = call_text("choose_settings", goal, rate, seconds)
-        got = call(choose_settings, goal, rate, seconds)
+    for goal, share, rate, seconds in CASES:
+        text = call_text("choose_settings", goal, share, rate, seconds)
+        got = call(choose_settings, goal, share, rate, seconds)
         if not isinstance(got, dict) or sorted(got) != ["threads", "worker_timeout"]:
             raise AssertionError(f"{text} returned {got!r}, expected a dict with the keys "
                                  "worker_timeout and threads")
@@ -201,12 +215,18 @@ def test_choose_settings(ns: dict[str, Any]) -> None:
         for name, value in got.items():
             if isinstance(value, bool) or not isinstance(value, int):
                 raise AssertionError(f"{text}: {name} must be a whole number, got {value!r}")
-        most = math.floor(goal * 8 / 3)
-        if not goal <= timeout <= most:
+        most = largest_timeout(goal, share)
+        if timeout > most:
             raise AssertionError(
-                f"{text}: worker_timeout={timeout} ms; the p50 wait is about 3/8 of it, so "
-                f"{most} ms is the largest that meets a {goal} ms goal, and below {goal} ms "
-                "you pay idle Redis calls for nothing")
+                f"{text}: worker_timeout={timeout} ms predicts a median wait of "
+                f"{share:g} x {timeout} = {share * timeout:g} ms, over the {goal} ms goal: "
+                f"use the pickup_share you are given; {most} ms is the largest that meets it")
+        if timeout < most - 1:
+            raise AssertionError(
+                f"{text}: worker_timeout={timeout} ms predicts a median wait of only "
+                f"{share * timeout:g} ms; {most} ms still meets the {goal} ms goal "
+                f"({share:g} x {most} = {share * most:g} ms), and a shorter cap pays idle "
+                "Redis calls for nothing")
         least = expected_threads(rate, seconds)
         if not least <= threads <= 2 * least:
             raise AssertionError(
@@ -222,11 +242,11 @@ def _measure_live(choose_settings: Callable[..., Any]) -> None:
     from shared.redis_server import redis_url  # noqa: PLC0415
 
     goal = 60
-    timeout = call(choose_settings, goal, 5, 0.2)["worker_timeout"]
+    timeout = call(choose_settings, goal, LIVE_SHARE, 5, 0.2)["worker_timeout"]
     [pickup] = measure_pickup(redis_url(), [timeout], queues=8)
-    if pickup.p50 * 1000 > goal * 2:  # a wide margin: the grader may share a busy machine
+    if pickup.p50 * 1000 > goal * 2.5:  # a wide margin: the grader may share a busy machine
         raise AssertionError(f"with worker_timeout={timeout} ms a real idle worker picked jobs "
-                             f"up after {pickup.p50 * 1000:.0f} ms (p50), over the {goal} ms goal")
+                             f"up after {pickup.p50 * 1000:.0f} ms (p50), far over the {goal} ms goal")
 
 
 EXERCISES = [
