@@ -12,16 +12,19 @@ from typing import TYPE_CHECKING, NamedTuple
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import NullFormatter
 
 from shared.plots import DPI, WAITING_COLOUR
 
 if TYPE_CHECKING:
     from shared.sampling import Sampler
     from shared.scaling import Point
-    from shared.store import JobStatus
+    from shared.store import JobStatus, Span
 
 KIND_COLOURS = {"welcome_email": "tab:orange", "avatar": "tab:blue"}
 LINE_COLOURS = ("tab:orange", "tab:blue", "tab:green", "tab:purple", "tab:brown")
+MARKERS = ("o", "s", "^", "D", "v")
+DASHES = ("-", "--", "-.", (0, (1, 1)), "-")
 MB = 1024 * 1024
 
 
@@ -46,14 +49,25 @@ def plot_threads_and_memory(sampler: Sampler, *, title: str | None = None,
     return fig
 
 
-def plot_threads_compared(samplers: dict[str, Sampler], *, title: str | None = None) -> Figure:
-    """Live threads against seconds since each run began, one line per run, on one scale."""
+def plot_threads_compared(samplers: dict[str, Sampler], *, title: str | None = None,
+                          marks: dict[str, tuple[float, str]] | None = None) -> Figure:
+    """Live threads against seconds since each run began, one line per run, on one scale.
+
+    ``marks`` maps a run's label to ``(perf_counter() reading, text)``: a dotted
+    vertical line in that run's colour, labelled, e.g. where its queue was dropped.
+    """
     fig, ax = plt.subplots(figsize=(7.0, 2.8), dpi=DPI)
     for number, (label, sampler) in enumerate(samplers.items()):
         t0 = sampler.started if sampler.started is not None else sampler.samples[0].t
+        colour = LINE_COLOURS[number % len(LINE_COLOURS)]
         ax.plot([sample.t - t0 for sample in sampler.samples],
-                [sample.threads for sample in sampler.samples],
-                color=LINE_COLOURS[number % len(LINE_COLOURS)], label=label)
+                [sample.threads for sample in sampler.samples], color=colour, label=label)
+        if marks and label in marks:
+            when, text = marks[label]
+            ax.axvline(when - t0, linestyle=":", color=colour, linewidth=1.5)
+            ax.annotate(text, xy=(when - t0, 0.5), xycoords=("data", "axes fraction"),
+                        xytext=(4, 0), textcoords="offset points", color=colour,
+                        fontsize="small", rotation=90, va="center")
     ax.set_ylim(bottom=0)
     ax.set_xlim(left=0)
     ax.set_xlabel("seconds since the burst began")
@@ -161,19 +175,26 @@ def plot_scaling(series: dict[str, Sequence[Point]], *, cores: int | None = None
             label="perfect scaling")
     if cores:
         ax.axhline(cores, linestyle="--", color="black", linewidth=1, label=f"{cores} cores")
-    highest = float(max(sizes))
+    highest, lowest = float(max(sizes)), 1.0
     for number, (label, points) in enumerate(series.items()):
         base = next(point.rate for point in points if point.workers == min(p.workers for p in points))
         speedups = [point.rate / base for point in points]
-        highest = max(highest, *speedups)
+        highest, lowest = max(highest, *speedups), min(lowest, *speedups)
+        # Lines that land on each other stay apart by marker and dash.
         ax.plot([point.workers for point in points], speedups,
-                marker="o", color=LINE_COLOURS[number % len(LINE_COLOURS)], label=label)
+                marker=MARKERS[number % len(MARKERS)], markersize=7 - number % 3,
+                linestyle=DASHES[number % len(DASHES)], markerfacecolor="none" if number % 2 else None,
+                color=LINE_COLOURS[number % len(LINE_COLOURS)], label=label)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes)
     ax.get_xaxis().set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.set_yscale("log", base=2)  # equal steps for 1x, 2x, 4x, 8x: a doubling looks like one
+    ax.get_yaxis().set_major_formatter(plt.FuncFormatter(lambda y, _: f"{y:g}x"))
+    ax.get_yaxis().set_minor_formatter(NullFormatter())
+    ax.get_xaxis().set_minor_formatter(NullFormatter())
     ax.set_xlabel("workers in the pool")
     ax.set_ylabel("throughput, times\nthat of 1 worker")
-    ax.set_ylim(0, highest * 1.08 + 0.3)
+    ax.set_ylim(min(lowest, 1.0) / 1.25, highest * 1.25)
     ax.set_title(title if title is not None else "What more workers buy")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
     ax.grid(True, color="#e6e6e6", linewidth=0.8)
@@ -213,6 +234,35 @@ def plot_backoff(waits: Sequence[tuple[int, float]], *, base: float, cap: float,
     ax.set_title(title if title is not None else "Retries waited as the formula says")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
     ax.grid(True, color="#e6e6e6", linewidth=0.8)
+    ax.set_axisbelow(True)
+    fig.tight_layout()
+    return fig
+
+
+def plot_attempts(spans: Sequence[Span], *, title: str | None = None) -> Figure:
+    """Every attempt of every job on one time axis: one row per job, a cross where an
+    attempt was refused, a dot where it got through. Shows when retries arrive."""
+    fig, ax = plt.subplots(figsize=(7.0, 2.8), dpi=DPI)
+    jobs = sorted({span.job_id for span in spans},
+                  key=lambda job: min(s.start for s in spans if s.job_id == job))
+    row = {job: number for number, job in enumerate(jobs, start=1)}
+    t0 = min((span.start for span in spans), default=0.0)
+    for ok, marker, colour, label in ((False, "x", "tab:red", "attempt refused"),
+                                      (True, "o", "tab:green", "attempt that got through")):
+        chosen = [span for span in spans if span.ok is ok]
+        ax.scatter([span.start - t0 for span in chosen], [row[span.job_id] for span in chosen],
+                   marker=marker, color=colour, s=28, label=label, zorder=3)
+    for job in jobs:
+        starts = sorted(span.start - t0 for span in spans if span.job_id == job)
+        ax.plot(starts, [row[job]] * len(starts), color="#cccccc", linewidth=1, zorder=1)
+    ax.set_yticks(list(row.values()))
+    ax.set_ylim(len(jobs) + 0.7, 0.3)
+    ax.set_xlim(left=-0.005)
+    ax.set_xlabel("seconds since the first attempt")
+    ax.set_ylabel("email")
+    ax.set_title(title if title is not None else "When each attempt started")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
+    ax.grid(True, axis="x", color="#e6e6e6", linewidth=0.8)
     ax.set_axisbelow(True)
     fig.tight_layout()
     return fig

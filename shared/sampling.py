@@ -89,6 +89,12 @@ class Sampler:
             raise ValueError("no samples yet: use the sampler in a with block first")
         return self.samples[0].value(name)
 
+    def last(self, name: str) -> float:
+        """The value of ``"threads"``, ``"rss"`` or an extra at the last sample (when it stopped)."""
+        if not self.samples:
+            raise ValueError("no samples yet: use the sampler in a with block first")
+        return self.samples[-1].value(name)
+
     def __enter__(self) -> Sampler:
         return self.start()
 

@@ -29,6 +29,7 @@ from typing import Any
 import psutil
 
 KINDS = ("threads", "processes")
+NAP_SECONDS = 0.05  # each process worker's first job: a nap, so that every worker starts
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Point:
     jobs: int
     seconds: float
     startup: float  # seconds to get the pool's workers ready, before the clock started
-    memory: int = 0  # bytes the pool's worker processes held once started (0 for threads)
+    memory: int = 0  # bytes the pool's own worker processes held once started (0 for threads)
 
     @property
     def rate(self) -> float:
@@ -139,14 +140,13 @@ def _windowed(work: Callable[[Any], Any], inputs: Sequence[Any], pool_sizes: Seq
     Starting processes is slow, so the pool starts once (``startup`` and
     ``memory`` of the first point; 0 for the others, which reuse it).
     """
-    me = psutil.Process()
-    before = {child.pid for child in me.children(recursive=True)}
     begin = time.perf_counter()
     with _pool(kind, max(pool_sizes)) as pool:
-        list(pool.map(_nap, [0.05] * max(pool_sizes)))
-        startup = time.perf_counter() - begin
-        memory = _resident(child for child in me.children(recursive=True)
-                           if child.pid not in before)
+        list(pool.map(_nap, [NAP_SECONDS] * max(pool_sizes)))  # every worker started and ready
+        # The nap keeps each worker busy long enough that the pool starts them all; it is
+        # deliberate waiting, not start-up cost, so it is taken off.
+        startup = max(0.0, time.perf_counter() - begin - NAP_SECONDS)
+        memory = _resident(_workers_of(pool))
         fastest: dict[int, float] = {}
         for _ in range(repeat):
             for workers in pool_sizes:
@@ -173,6 +173,20 @@ def _in_flight(pool: Executor, work: Callable[[Any], Any], inputs: Sequence[Any]
     for future in pending:
         future.result()
     return time.perf_counter() - start
+
+
+def _workers_of(pool: Executor) -> list[psutil.Process]:
+    """The pool's own worker processes: not multiprocessing's resource tracker, nor any
+    other child of this process. ``_processes`` (pid to process) is private to
+    ``ProcessPoolExecutor``, in Python 3.8 to 3.13, hence the guard."""
+    workers = getattr(pool, "_processes", None) or {}
+    found = []
+    for pid in list(workers):
+        try:
+            found.append(psutil.Process(pid))
+        except psutil.Error:
+            pass
+    return found
 
 
 def _resident(processes: Iterable[psutil.Process]) -> int:

@@ -30,13 +30,24 @@ WRONG_ANSWERS = [
      "submit() after shutdown() was accepted"),
     ("worker_pool", "self._tasks: queue.Queue = queue.Queue()", "self._tasks: queue.Queue = queue.LifoQueue()",
      "WorkerPool(1) ran 20 tasks in the order"),
-    # The priority queue
-    ("fair_priority_queue", ["put((priority, next(self._arrival), item))", "timeout=timeout)[2]"],
-     ["put((priority, item))", "timeout=timeout)[1]"],
-     "put({'job': 1}, 5) raised TypeError"),  # no sequence number: dicts get compared
-    ("fair_priority_queue", "(priority, next(self._arrival), item)", "(priority, -next(self._arrival), item)",
-     "put a:1 b:0 c:1 d:0 e:2 f:0, then get() x6 gave"),
-    ("fair_priority_queue", "return self._heap.get(timeout=timeout)[2]", "return self._heap.get()[2]",
+    # The priority queue with aging
+    ("fair_priority_queue", "if oldest[3] >= self.max_overtakes:", "if False:",  # a plain priority queue
+     "the avatar never came out, overtaken by 10 later emails"),
+    ("fair_priority_queue", "chosen = min(range(len(self._waiting)),\n"
+                            "                             key=lambda n: (self._waiting[n][1], self._waiting[n][0]))",
+     "chosen = 0",  # first in, first out: priority ignored
+     "FairPriorityQueue(10): put a:1 b:0 c:1 d:0 e:2 f:0, then get() x6 gave ['a', 'b', 'c', 'd', 'e', 'f']"),
+    ("fair_priority_queue", "(self._waiting[n][1], self._waiting[n][0])",
+     "(self._waiting[n][1], -self._waiting[n][0])",  # unstable: newest first among equals
+     "then get() x6 gave ['f', 'd', 'b', 'c', 'a', 'e']"),
+    ("fair_priority_queue", "(self._waiting[n][1], self._waiting[n][0])",
+     "(self._waiting[n][1], self._waiting[n][2])",  # a heap of (priority, item): compares the items
+     "three dicts put at equal priority: TypeError: '<' not supported"),
+    ("fair_priority_queue", "if oldest[3] >= self.max_overtakes:", "if oldest[3] > self.max_overtakes:",
+     "the avatar came out after 4 later emails, expected after exactly 3"),
+    ("fair_priority_queue", "if entry[0] < arrival:", "if True:",  # ages by every get, not by overtakes
+     "get() number"),
+    ("fair_priority_queue", "wait_for(lambda: self._waiting, timeout)", "wait_for(lambda: self._waiting)",
      "get(timeout=0.05) on an empty queue was still waiting after 5 s"),
     # Retries
     ("retry", "rng.uniform(0, min(cap, base * 2 ** attempt))", "min(cap, base * 2 ** attempt)",
@@ -62,6 +73,50 @@ def test_wrong_answers_fail_with_a_precise_reason(name, old, new, reason):
     assert not result.passed
     assert reason in result.reason, result.reason
     assert "\n" not in result.reason
+
+
+UNLOCKED_QUEUE = """
+# Exercise: fair_priority_queue
+import itertools
+import queue
+import time
+
+
+class FairPriorityQueue:
+    def __init__(self, max_overtakes):
+        self.max_overtakes = max_overtakes
+        self._waiting = []
+        self._arrival = itertools.count()
+
+    def put(self, item, priority):
+        self._waiting.append([next(self._arrival), priority, item, 0])
+
+    def get(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._waiting:  # no lock: another thread may take the item meanwhile
+            if deadline is not None and time.monotonic() > deadline:
+                raise queue.Empty
+            time.sleep(0.001)
+        oldest = self._waiting[0]
+        if oldest[3] >= self.max_overtakes:
+            chosen = oldest
+        else:
+            chosen = min(self._waiting, key=lambda entry: (entry[1], entry[0]))
+        self._waiting.remove(chosen)
+        for entry in self._waiting:
+            if entry[0] < chosen[0]:
+                entry[3] += 1
+        return chosen[2]
+"""
+
+
+def test_a_fair_queue_without_a_lock_fails_under_threads():
+    """Right in one thread, wrong with several: the grader catches it every time, not by luck."""
+    for _ in range(3):
+        result = grade("fair_priority_queue", UNLOCKED_QUEUE)
+        assert not result.passed
+        assert "put() from 4 threads and get() from 2 threads at once raised" in result.reason \
+            or "came out twice" in result.reason, result.reason
 
 
 def test_a_hanging_pool_fails_its_own_exercise_after_its_deadline():

@@ -14,7 +14,7 @@ from shared.queue_plots import (plot_backoff, plot_bounded_queue, plot_queue_wai
 from shared.sampling import Sample, Sampler
 from shared.smtp_sink import SmtpSink
 from shared.scaling import GAIN_WORDS, Point, count_primes, gain_in_words, measure
-from shared.store import JobStatus
+from shared.store import JobStatus, Span
 
 
 def test_the_sampler_sees_threads_come_and_go_and_stops_its_own():
@@ -68,6 +68,20 @@ def test_processes_run_pure_python_and_time_their_startup_apart():
     assert points[0].memory > 2**20 and points[1].memory == 0  # its processes' memory, once
     assert all(p.seconds > 0 for p in points)
     assert not set(psutil.Process().children()) - before  # the pool and spawn's helper are gone
+
+
+def test_a_process_pool_counts_only_its_own_workers_and_not_the_warm_up_nap(monkeypatch):
+    from shared import scaling
+
+    counted = []
+    real = scaling._workers_of
+    monkeypatch.setattr(scaling, "_workers_of", lambda pool: counted.append(real(pool)) or counted[-1])
+    begin = time.perf_counter()
+    points = measure(count_primes, [10] * 2, [1, 2], kind="processes")
+    took = time.perf_counter() - begin
+    assert len(counted[0]) == 2  # the 2 workers, not spawn's resource tracker as well
+    assert points[0].memory > 2**20
+    assert points[0].startup < took - scaling.NAP_SECONDS  # the nap is not start-up
 
 
 @pytest.mark.parametrize("args, rule", [
@@ -166,6 +180,41 @@ def test_the_thread_comparison_draws_one_line_per_run_on_one_scale():
     plt.close("all")
 
 
+def test_the_thread_comparison_marks_a_moment_of_one_run_in_its_colour():
+    import matplotlib.pyplot as plt
+    runs = {"nowait": _sampled([0, 300, 0]), "pool": _sampled([0, 20, 0])}
+    ax = plot_threads_compared(runs, marks={"pool": (100.15, "queue dropped")}).axes[0]
+    mark = ax.lines[-1]
+    assert list(mark.get_xdata()) == pytest.approx([0.15, 0.15])
+    assert mark.get_color() == ax.lines[1].get_color()
+    assert [text.get_text() for text in ax.texts] == ["queue dropped"]
+    plt.close("all")
+
+
+def test_the_scaling_figure_tells_lines_apart_on_a_doubling_scale():
+    import matplotlib.pyplot as plt
+    same = [Point("threads", w, 8, 8 / w, 0.0) for w in (1, 2, 4)]
+    ax = plot_scaling({"avatar": same, "processes": same}, cores=2).axes[0]
+    drawn = [line for line in ax.lines if line.get_label() in ("avatar", "processes")]
+    assert drawn[0].get_marker() != drawn[1].get_marker()
+    assert drawn[0].get_linestyle() != drawn[1].get_linestyle()
+    assert ax.get_yscale() == "log"
+    plt.close("all")
+
+
+def test_the_attempts_figure_puts_every_attempt_of_every_job_on_one_clock():
+    import matplotlib.pyplot as plt
+    from shared.queue_plots import plot_attempts
+    spans = [Span("a", "r", "welcome_email", 1, 10.0, 10.1, "451"), Span("b", "r", "welcome_email", 1, 10.0, 10.1, "451"),
+             Span("a", "r", "welcome_email", 2, 10.15, 10.2), Span("b", "r", "welcome_email", 2, 10.3, 10.4)]
+    ax = plot_attempts(spans).axes[0]
+    refused, through = ax.collections[:2]
+    assert sorted(x for x, _ in refused.get_offsets()) == [0.0, 0.0]
+    assert sorted(round(x, 2) for x, _ in through.get_offsets()) == [0.15, 0.3]
+    assert sorted(y for _, y in through.get_offsets()) == [1, 2]  # one row per job
+    plt.close("all")
+
+
 def test_the_backoff_figure_shows_where_the_cap_binds():
     import matplotlib.pyplot as plt
     waits = [(1, 0.02), (2, 0.05), (3, 0.09), (4, 0.04)]
@@ -174,3 +223,10 @@ def test_the_backoff_figure_shows_where_the_cap_binds():
     assert [round(seg[0][1], 3) for seg in uncapped.get_segments()] == [0.12, 0.24]  # retries 3, 4
     assert ax.get_ylim()[1] > 0.24
     plt.close("all")
+
+
+def test_the_sampler_reads_its_last_sample_too():
+    watch = _sampled([0, 7, 3])
+    assert (watch.first("queued"), watch.peak("queued"), watch.last("queued")) == (0, 7, 3)
+    with pytest.raises(ValueError, match="no samples"):
+        Sampler().last("threads")

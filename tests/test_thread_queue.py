@@ -38,7 +38,7 @@ def test_a_signup_goes_in_whole_or_not_at_all(store, fast_sink):
     runner = _runner(store, fast_sink, queue_size=3, start_workers=False)
     try:
         _signup(store, runner, "a@example.com")
-        with pytest.raises(QueueFull, match="full") as refused:
+        with pytest.raises(QueueFull, match=r"full \(2 of 3 places taken; this signup needs 2\)") as refused:
             _signup(store, runner, "b@example.com")  # 2 jobs, room for 1: neither goes in
         assert refused.value.retry_after >= 1
         assert runner.depth == 2
@@ -191,5 +191,29 @@ def test_the_banner_line_tells_pool_size_and_bound(store, fast_sink):
     try:
         assert runner.describe().startswith("3 worker threads")
         assert "at most 50 waiting" in runner.describe()
+        assert runner.describe().endswith("a full queue answers 503")
     finally:
         runner.close(DEADLINE)
+
+
+def test_with_no_bound_the_banner_promises_no_503(store, fast_sink):
+    runner = _runner(store, fast_sink, queue_size=0, start_workers=False)
+    try:
+        assert "no bound" in runner.describe()
+        assert "503" not in runner.describe()
+    finally:
+        runner.close(DEADLINE)
+
+
+def test_accepting_turns_false_as_soon_as_close_begins(store, fast_sink):
+    runner = _runner(store, fast_sink, workers=1, start_workers=False)
+    _signup(store, runner, "a@example.com")
+    assert runner.accepting
+    seen = []
+    closing = threading.Thread(target=lambda: seen.append(runner.close(DEADLINE)))
+    closing.start()
+    wait_until(lambda: not runner.accepting, DEADLINE, "close() to begin")
+    with pytest.raises(QueueFull, match="shutting down"):
+        _signup(store, runner, "b@example.com")
+    closing.join(DEADLINE)
+    assert seen and seen[0].unfinished == 0

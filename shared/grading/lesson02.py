@@ -195,25 +195,122 @@ def _hands_back_the_queued_tasks_without_drain(pool_class) -> None:
 
 # -- fair_priority_queue -------------------------------------------------------
 
+def _expected_gets(script: list[tuple], max_overtakes: int) -> list[tuple[Any, str]]:
+    """What the rule gives for ``script``: ``("put", item, priority)`` and ``("get",)`` steps.
+
+    Returns ``(item, why)`` for each get: ``why`` says whether it aged to the front
+    or came by priority, for the message.
+    """
+    waiting: list[list[Any]] = []  # [arrival, priority, item, times overtaken], oldest first
+    gets: list[tuple[Any, str]] = []
+    for arrival, step in enumerate(script):
+        if step[0] == "put":
+            waiting.append([arrival, step[2], step[1], 0])
+            continue
+        oldest = waiting[0]
+        if oldest[3] >= max_overtakes:
+            chosen, why = oldest, f"it had been overtaken {max_overtakes} times: it goes next"
+        else:
+            chosen = min(waiting, key=lambda entry: (entry[1], entry[0]))
+            why = "lowest priority, oldest first among equals, while no item is due"
+        waiting.remove(chosen)
+        for entry in waiting:
+            if entry[0] < chosen[0]:
+                entry[3] += 1
+        gets.append((chosen[2], why))
+    return gets
+
+
+def _play(queue_class, script: list[tuple], max_overtakes: int) -> list[Any]:
+    line = call(queue_class, max_overtakes)
+    got: list[Any] = []
+    for step in script:
+        if step[0] == "put":
+            call(line.put, step[1], step[2])
+        else:
+            thread, box = _in_thread(line.get)
+            got.append(_joined(thread, box, f"get() with {len(got)} item(s) taken so far and more waiting"))
+    return got
+
+
+def _script_text(script: list[tuple]) -> str:
+    return " ".join(f"{step[1]}:{step[2]}" if step[0] == "put" else "get" for step in script)
+
+
 def test_fair_priority_queue(ns: dict[str, Any]) -> None:
     queue_class = function(ns, "FairPriorityQueue")
-    line = call(queue_class)
-    for item, priority in [("a", 1), ("b", 0), ("c", 1), ("d", 0), ("e", 2), ("f", 0)]:
-        call(line.put, item, priority)
-    got = [call(line.get) for _ in range(6)]
-    if got != ["b", "d", "f", "a", "c", "e"]:
-        raise AssertionError(f"put a:1 b:0 c:1 d:0 e:2 f:0, then get() x6 gave {got}, expected "
-                             "['b', 'd', 'f', 'a', 'c', 'e']: lowest priority first, then oldest first")
-    line = call(queue_class)
-    for n in range(3):
-        call(line.put, {"job": n}, 5)  # dicts cannot be compared with <
-    got = [call(line.get) for _ in range(3)]
+    _priority_first(queue_class)
+    _no_starvation(queue_class)
+    _the_rule_on_a_long_script(queue_class)
+    _equals_keep_their_order(queue_class)
+    line = call(queue_class, 3)
+    _get_gives_up_after_its_timeout(line)
+    _get_waits_for_a_put(queue_class)
+    _many_threads(queue_class)
+
+
+def _priority_first(queue_class) -> None:
+    script = [("put", item, priority) for item, priority in
+              [("a", 1), ("b", 0), ("c", 1), ("d", 0), ("e", 2), ("f", 0)]] + [("get",)] * 6
+    got = _play(queue_class, script, 10)
+    wanted = [item for item, _ in _expected_gets(script, 10)]
+    if got != wanted:
+        raise AssertionError(f"FairPriorityQueue(10): put a:1 b:0 c:1 d:0 e:2 f:0, then get() x6 gave {got}, "
+                             f"expected {wanted}: lowest priority first, oldest first among equals, "
+                             "while no item has been overtaken 10 times")
+
+
+def _no_starvation(queue_class) -> None:
+    script: list[tuple] = [("put", "the avatar", 1)]
+    for n in range(10):  # each time the worker takes a job, one more email arrives
+        script += [("put", f"email {n}", 0), ("get",)]
+    got = _play(queue_class, script, 3)
+    setting = ("FairPriorityQueue(3): the avatar (priority 1), put first, then 10 times an email "
+               "(priority 0) put and get()")
+    if "the avatar" not in got:
+        raise AssertionError(f"{setting}: the avatar never came out, overtaken by 10 later emails; "
+                             "with max_overtakes=3 it must come out after 3 of them")
+    overtaken = got.index("the avatar")
+    if overtaken != 3:
+        raise AssertionError(f"{setting}: the avatar came out after {overtaken} later emails, expected "
+                             "after exactly 3 (priority decides until an item has been overtaken "
+                             "max_overtakes times; then it goes next)")
+
+
+def _the_rule_on_a_long_script(queue_class) -> None:
+    rng, script, size = random.Random(5), list[tuple](), 0
+    for n in range(60):
+        if size and rng.random() < 0.45:
+            script.append(("get",))
+            size -= 1
+        else:
+            script.append(("put", f"i{n}", rng.randint(0, 2)))
+            size += 1
+    script += [("get",)] * size
+    for max_overtakes in (0, 2):
+        got = _play(queue_class, script, max_overtakes)
+        wanted = _expected_gets(script, max_overtakes)
+        for number, (item, (expected, why)) in enumerate(zip(got, wanted), start=1):
+            if item != expected:
+                raise AssertionError(
+                    f"FairPriorityQueue({max_overtakes}) on the script {_script_text(script)[:80]}...: "
+                    f"get() number {number} gave {item!r}, expected {expected!r} ({why})")
+
+
+def _equals_keep_their_order(queue_class) -> None:
+    line = call(queue_class, 5)
+    try:
+        for n in range(3):
+            line.put({"job": n}, 5)  # dicts cannot be compared with <
+        got = [line.get() for _ in range(3)]
+    except NotImplementedError:
+        raise
+    except Exception as exc:
+        raise AssertionError(f"three dicts put at equal priority: {describe(exc)}: order by (priority, "
+                             "arrival number), so that the items themselves are never compared") from None
     if got != [{"job": 0}, {"job": 1}, {"job": 2}]:
         raise AssertionError(f"three dicts at equal priority came out as {got}: keep arrival order "
                              "(a sequence number) so items themselves are never compared")
-    _get_gives_up_after_its_timeout(line)
-    _get_waits_for_a_put(queue_class)
-    _many_producers(queue_class)
 
 
 def _get_gives_up_after_its_timeout(line) -> None:
@@ -231,7 +328,7 @@ def _get_gives_up_after_its_timeout(line) -> None:
 
 
 def _get_waits_for_a_put(queue_class) -> None:
-    line = call(queue_class)
+    line = call(queue_class, 3)
     thread, box = _in_thread(line.get)
     time.sleep(0.1)
     if not thread.is_alive():
@@ -243,36 +340,62 @@ def _get_waits_for_a_put(queue_class) -> None:
                              "expected 'late'")
 
 
-def _many_producers(queue_class) -> None:
-    line, rng = call(queue_class), random.Random(2)
-    plans = [[(f"p{p}-{n}", rng.randint(0, 3)) for n in range(200)] for p in range(4)]
+class _Yielding(int):
+    """A priority that lets other threads run each time it is compared, so that a put() or
+    get() that is not thread-safe is caught in the middle, every time, not once in a while."""
+
+    def __lt__(self, other: object) -> bool:
+        time.sleep(0)
+        return int(self) < int(other)  # type: ignore[call-overload]
+
+    def __gt__(self, other: object) -> bool:
+        time.sleep(0)
+        return int(self) > int(other)  # type: ignore[call-overload]
+
+    def __le__(self, other: object) -> bool:
+        time.sleep(0)
+        return int(self) <= int(other)  # type: ignore[call-overload]
+
+    def __ge__(self, other: object) -> bool:
+        time.sleep(0)
+        return int(self) >= int(other)  # type: ignore[call-overload]
+
+    __hash__ = int.__hash__
+
+
+def _many_threads(queue_class) -> None:
+    """4 producers and 2 consumers at once: every item must come out exactly once."""
+    line, rng = call(queue_class, 1000), random.Random(2)
+    plans = [[(f"p{p}-{n}", _Yielding(rng.randint(0, 3))) for n in range(60)] for p in range(4)]
+    total = sum(len(plan) for plan in plans)
+    taken: list[list[Any]] = [[], []]
 
     def produce(plan) -> None:
         for item, priority in plan:
             line.put(item, priority)
 
-    producers = [_in_thread(produce, plan) for plan in plans]
-    for thread, box in producers:
-        _joined(thread, box, "put() from 4 threads at once")
-    got = []
-    for _ in range(800):
+    def consume(mine: list[Any]) -> None:
+        while len(taken[0]) + len(taken[1]) < total:  # or until nothing comes for a second
+            try:
+                mine.append(line.get(timeout=1))
+            except queue.Empty:
+                return
+
+    workers = [_in_thread(consume, mine) for mine in taken] + [_in_thread(produce, plan) for plan in plans]
+    for thread, box in workers:
         try:
-            got.append(line.get(timeout=1))
-        except queue.Empty:
-            raise AssertionError(f"4 threads put 800 items, but get() found only {len(got)}: "
-                                 "is put() thread-safe?") from None
-    priority_of = {item: priority for plan in plans for item, priority in plan}
-    priorities = [priority_of.get(item) for item in got]
-    if priorities != sorted(priorities, key=lambda p: (p is None, p)):
-        raise AssertionError("after 4 threads put 800 items, get() did not return them lowest "
-                             "priority first")
-    for p, plan in enumerate(plans):
-        for level in range(4):
-            mine = [item for item in got if item.startswith(f"p{p}-") and priority_of[item] == level]
-            wanted = [item for item, priority in plan if priority == level]
-            if mine != wanted:
-                raise AssertionError(f"thread {p}'s items of priority {level} came out as {mine[:4]}..., "
-                                     f"not in the order it put them ({wanted[:4]}...)")
+            _joined(thread, box, "put() from 4 threads and get() from 2 threads at once")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: guard put() and get() with one lock "
+                                 "(a threading.Condition lets get() wait on it, too)") from None
+    got = taken[0] + taken[1]
+    twice = sorted({item for item in got if got.count(item) > 1})
+    if twice:
+        raise AssertionError(f"4 threads put {total} items while 2 threads took them: {twice[:3]} came out "
+                             "twice: guard put() and get() with one lock (a threading.Condition)")
+    if len(got) != total:
+        raise AssertionError(f"4 threads put {total} items while 2 threads took them: only {len(got)} came "
+                             "out: is put() thread-safe?")
 
 
 # -- retry ---------------------------------------------------------------------
@@ -369,7 +492,7 @@ def _check_jitter(retry) -> None:
 EXERCISES = [
     Exercise("worker_pool", 3, test_worker_pool, timeout=30,
              waits_for="the pool's worker threads to run the tasks and end"),
-    Exercise("fair_priority_queue", 2, test_fair_priority_queue, timeout=20,
+    Exercise("fair_priority_queue", 3, test_fair_priority_queue, timeout=20,
              waits_for="get() to return items put from other threads"),
     Exercise("retry", 2, test_retry, timeout=20),
 ]

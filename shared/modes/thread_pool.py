@@ -86,13 +86,19 @@ class ThreadQueue(Runner):
         bound = f"at most {self.queue_size} waiting" if self.queue_size else "no bound"
         order = "welcome emails first" if self.priority else "oldest first"
         retries = f", {self.retries} retries with backoff" if self.retries else ""
+        full = "; a full queue answers 503" if self.queue_size else ""
         return (f"{self.workers} worker threads take jobs from an in-memory queue "
-                f"({bound}, {order}{retries}); a full queue answers 503")
+                f"({bound}, {order}{retries}){full}")
 
     @property
     def depth(self) -> int:
         """How many jobs wait in the queue now (not those a worker is running)."""
         return self._queue.qsize()
+
+    @property
+    def accepting(self) -> bool:
+        """False from the moment :meth:`close` begins: new signups then get 503."""
+        return self._accepting
 
     @property
     def dropped(self) -> int:
@@ -110,10 +116,11 @@ class ThreadQueue(Runner):
             if not self._accepting:
                 raise QueueFull("the app is shutting down and takes no new jobs",
                                 RETRY_AFTER_SECONDS)
-            room = self.queue_size - self._queue.qsize() if self.queue_size else len(jobs)
+            waiting = self._queue.qsize()
+            room = self.queue_size - waiting if self.queue_size else len(jobs)
             if room < len(jobs):
-                raise QueueFull(f"the job queue is full ({self.queue_size} jobs waiting)",
-                                RETRY_AFTER_SECONDS)
+                raise QueueFull(f"the job queue is full ({waiting} of {self.queue_size} places "
+                                f"taken; this signup needs {len(jobs)})", RETRY_AFTER_SECONDS)
             stamps = []
             for job in jobs:
                 stamps.append((job.id, time.time()))  # the moment it joins the line
