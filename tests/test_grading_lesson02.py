@@ -9,9 +9,7 @@ def solution(name: str) -> str:
     return course_cells.answers("02_thread_queue.ipynb")[name]
 
 
-def grade(name: str, source: str):
-    module_name, exercise = registry.find_exercise(name)
-    return runner.grade(source, module_name, exercise, "test cell")
+grade = course_cells.grade
 
 
 WRONG_ANSWERS = [

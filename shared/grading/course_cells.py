@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from shared.grading import registry, runner
 from shared.grading.cells import exercise_name
+from shared.grading.exercise import Result
 from shared.grading.generate import committed, exercise_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +38,19 @@ def stubs(notebook: str) -> dict[str, str]:
     if text is None:
         text = exercise_text(SOLUTIONS / notebook)
     return cells_of(text)
+
+
+def answer_with(notebook: str, name: str, old: str, new: str) -> str:
+    """The answer to exercise ``name`` with ``old`` replaced by ``new``: a plausible wrong answer."""
+    source = answers(notebook)[name]
+    assert old in source, f"the reference solution of {name} changed: update this case"
+    return source.replace(old, new)
+
+
+def grade(name: str, source: str) -> Result:
+    """Grade ``source`` as the cell of exercise ``name`` (any lesson), in a child process."""
+    module_name, exercise = registry.find_exercise(name)
+    return runner.grade(source, module_name, exercise, name)
 
 
 def cells_of(notebook_text: str) -> dict[str, str]:
