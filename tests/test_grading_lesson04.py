@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from shared.grading import course_cells, registry, runner
+from shared.grading import course_cells, registry
 
 MODULE = "shared.grading.lesson04"
 NOTEBOOK = "04_dramatiq.ipynb"
 NAMES = ["status_middleware", "stub_broker_test", "choose_settings"]
 
 
-def grade(name: str, source: str):
-    return runner.grade(source, MODULE, registry.exercise_in(MODULE, name), name)
+grade = course_cells.grade
 
 
 def solution(name: str) -> str:
