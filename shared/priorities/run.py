@@ -199,7 +199,8 @@ def run_design(design: Design, *, newsletter: int, smtp_host: str, smtp_port: in
             workers = [stack.enter_context(_worker(group, {**env, GROUP_VAR: str(number)}, cli))
                        for number, group in enumerate(design.workers)]
             stack.callback(_signal_all, workers)  # every group starts stopping at once
-            if reset_after:
+            if reset_after:  # every group polls Redis before the reset is sent: none still booting
+                _wait_consuming(broker, namespace, workers, deadline)
                 _wait_for(broker, namespace, reset_after, workers, deadline,
                           f"{reset_after} newsletter cop{'y' if reset_after == 1 else 'ies'}")
                 sent[RESET, 0] = time.perf_counter()
@@ -264,6 +265,23 @@ def _signal_all(workers: list[_Worker]) -> None:
             os.killpg(worker.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+
+
+def _wait_consuming(broker: RedisBroker, namespace: str, workers: list[_Worker],
+                    deadline: float) -> None:
+    """Until every worker process has called Redis (its consumers fetch): each broker
+    leaves its id in the namespace's heartbeat set on every call (``dispatch.lua``)."""
+    key = f"{namespace}:__heartbeats__"
+
+    def consuming() -> bool:
+        ids = {member.decode() for member in broker.client.zrange(key, 0, -1)}
+        return len(ids - {broker.broker_id}) >= len(workers)
+
+    def problem() -> str | None:
+        return next((p for p in (w.problem() for w in workers) if p), None)
+
+    wait_until(consuming, max(0.0, deadline - time.monotonic()),
+               f"all {len(workers)} worker group(s) to poll Redis", problem=problem)
 
 
 def _wait_for(broker: RedisBroker, namespace: str, count: int, workers: list[_Worker],
