@@ -133,6 +133,24 @@ def test_a_heartbeat_survives_a_redis_restart_and_registers_again(capfd):
         server.stop()
 
 
+def test_a_heartbeat_that_failed_thousands_of_times_keeps_retrying(closed_port):
+    """2 ** failures overflowed a float at 1,025 failures, inside the except: the thread died."""
+    from shared.redis_queue.worker import Heartbeat
+
+    queue = RedisQueue(f"redis://127.0.0.1:{closed_port}/0", "defer:down")
+    heartbeat = Heartbeat(queue, "w1", ttl=0.2)
+    heartbeat.failures = 2000  # a long outage already
+    heartbeat._thread.start()  # not __enter__: its first beat would raise here
+    try:
+        wait_for("a few more failed beats", lambda: heartbeat.failures >= 2003, DEADLINE)
+        assert heartbeat._thread.is_alive()
+    finally:
+        heartbeat._stop.set()
+        heartbeat._thread.join(DEADLINE)
+        heartbeat.redis.close()
+        queue.close()
+
+
 def test_a_worker_leaving_with_a_job_in_hand_hands_it_back(queue):
     from shared.redis_queue.worker import Heartbeat
 
@@ -188,6 +206,22 @@ def test_a_killed_reliable_worker_loses_nothing_once_reaped(queue, store):
         assert lost(store, queue) == 0
         assert sorted(m.recipients[0] for m in sink.inbox) == [f"user{i}@example.com" for i in range(3)]
         assert [j.attempts for j in store.jobs()] == [2, 1, 1]  # the first one ran twice
+
+
+def test_a_worker_dropped_from_the_set_while_idle_registers_again_when_it_takes_a_job(queue, store):
+    """The hole: an idle worker's heartbeat lapses, the reaper finds its list empty and removes
+    it from the set; it then takes a job and dies before its next beat. Unregistered, its list
+    was never reaped: the job sat there for good."""
+    with SmtpSink(delay=5) as sink, \
+            WorkerPool(queue, _settings(sink, store, queue), heartbeat_ttl=60.0) as pool:
+        [worker] = pool.start(1)  # beats every 15 s: none lands during this test
+        queue.redis.srem(queue.workers, worker.name)  # what REQUEUE_ONE does to an empty list
+        [job] = _email_jobs(store, 1)
+        queue.enqueue(job)
+        kill_mid_job(worker, store, DEADLINE)
+        queue.redis.delete(queue.heartbeat(worker.name))  # its heartbeat expires
+        assert [(r.worker, r.jobs) for r in reap(queue)] == [(worker.name, 1)]
+        assert queue.waiting() == 1 and lost(store, queue) == 0
 
 
 @pytest.mark.parametrize("idempotent, emails", [(False, 2), (True, 1)])

@@ -45,10 +45,13 @@ class Worker:
         mine = self.queue.processing(self.name)
         with Heartbeat(self.queue, self.name, self.heartbeat_ttl):
             while not self.stopping:
-                # A float timeout is fine since Redis 6; redis-py's types say int.
+                # BLMOVE (Redis >= 6.2) takes a float timeout; redis-py's types say int.
                 raw = self.queue.redis.blmove(self.queue.queue, mine,
                                               POLL_SECONDS, "RIGHT", "LEFT")  # type: ignore[arg-type]
                 if raw is not None:
+                    # Holding a job: be in the set of workers, so the reaper watches this list
+                    # even if a lapsed heartbeat had it remove us while we were idle.
+                    self.queue.redis.sadd(self.queue.workers, self.name)
                     self.handle(raw)  # killed here: the job waits in `mine` for the reaper
                     # Acknowledge: done with it. (redis-py's types want str; bytes is fine.)
                     self.queue.redis.lrem(mine, 1, raw)  # type: ignore[arg-type]
@@ -89,7 +92,10 @@ class Heartbeat:
     thread: a worker that lives on without a heartbeat looks dead, and the
     reaper hands the job it is running to another worker. So the thread
     retries, sooner than the next beat is due (``ttl / 16`` doubling up to
-    ``ttl / 4``), says so once in the worker's log, and says when it is back.
+    ``ttl / 4``, and never more), says so once in the worker's log, and says
+    when it is back. Beats are ``ttl / 4`` apart, so a Redis outage shorter
+    than about three quarters of the TTL (less a connect that hangs) never
+    lets the key expire.
     Every beat registers the worker again (``SET`` and ``SADD`` in one
     ``MULTI``): if the reaper took it for dead meanwhile, the worker is back
     in the set and will be watched again.
@@ -127,7 +133,8 @@ class Heartbeat:
                 if self.failures == 1:  # once per outage, not once per retry
                     say(f"{self.name}: heartbeat failed ({type(exc).__name__}: {exc}); "
                         "retrying until Redis answers")
-                pause = min(self.ttl / 4, self.ttl / 16 * 2 ** (self.failures - 1))
+                # Doubling, capped: 2 ** failures alone overflows a float after 1,024 failures.
+                pause = self.ttl / 16 * 2 ** min(self.failures - 1, 2)  # ttl/16, ttl/8, ttl/4
                 continue
             if self.failures:
                 say(f"{self.name}: heartbeat back after {self.failures} failed beat(s); "
