@@ -9,6 +9,7 @@ the store and the settings, in whatever thread or process picked it up.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass, fields
@@ -48,8 +49,9 @@ class Job:
             raise BadJob(f"expected a JSON object with exactly the keys {', '.join(names)}")
         if data["kind"] not in KINDS:
             raise BadJob(f"unknown kind {data['kind']!r}: expected one of {', '.join(KINDS)}")
-        if not isinstance(data["enqueued_at"], (int, float)):
-            raise BadJob("enqueued_at must be a number")
+        at = data["enqueued_at"]  # JSON's true is a Python int, and json.loads reads NaN
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
+            raise BadJob("enqueued_at must be a finite number")
         if not all(isinstance(data[name], str) for name in ("id", "email", "request_id")):
             raise BadJob("id, email and request_id must be strings")
         return cls(**data)

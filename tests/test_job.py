@@ -29,7 +29,13 @@ def test_a_job_crosses_processes_as_json_and_comes_back_equal():
     ('{"id": 1, "kind": "avatar", "email": "a@b.c", "request_id": "r", "enqueued_at": 1}',
      "must be strings"),
     ('{"id": "1", "kind": "avatar", "email": "a@b.c", "request_id": "r", "enqueued_at": "x"}',
-     "must be a number"),
+     "must be a finite number"),
+    ('{"id": "1", "kind": "avatar", "email": "a@b.c", "request_id": "r", "enqueued_at": true}',
+     "must be a finite number"),  # JSON's true is a Python int
+    ('{"id": "1", "kind": "avatar", "email": "a@b.c", "request_id": "r", "enqueued_at": NaN}',
+     "must be a finite number"),
+    ('{"id": "1", "kind": "avatar", "email": "a@b.c", "request_id": "r", "enqueued_at": -Infinity}',
+     "must be a finite number"),
 ])
 def test_a_message_that_is_not_a_job_is_refused_with_a_reason(text, words):
     with pytest.raises(BadJob, match=words):
