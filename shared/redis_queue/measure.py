@@ -22,6 +22,7 @@ from shared.redis_queue.queue import RedisQueue
 from shared.store import Store
 
 KIND_COLOURS = {"welcome_email": "tab:orange", "avatar": "tab:blue"}
+CPU_BOUND = {"avatar"}  # kinds whose perfect scaling is capped at the number of cores
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,10 @@ def scaling(pool: WorkerPool, store: Store, jobs: dict[str, int],
 
 def plot_scaling(results: list[Throughput], *, cores: int | None = None,
                  title: str = "Jobs per second, by number of worker processes") -> Figure:
-    """One line per kind of job, beside the dotted line of perfect scaling."""
+    """One line per kind of job, beside the dotted line of perfect scaling.
+
+    For CPU-bound kinds (:data:`CPU_BOUND`), perfect is capped at ``cores``.
+    """
     fig, ax = plt.subplots(figsize=(8.0, 4.0), dpi=90)
     kinds = list(dict.fromkeys(r.kind for r in results))
     for kind in kinds:
@@ -104,8 +108,11 @@ def plot_scaling(results: list[Throughput], *, cores: int | None = None,
         xs = [r.workers for r in mine]
         ax.plot(xs, [r.per_second for r in mine], marker="o", color=colour, label=kind)
         base = mine[0].per_second / mine[0].workers
-        ax.plot(xs, [base * x for x in xs], linestyle=":", color=colour,
-                label=f"{kind}, perfect scaling")
+        # Computing work cannot gain past the cores: its perfect line stops rising there.
+        limit = cores if cores and kind in CPU_BOUND else None
+        ax.plot(xs, [base * (min(x, limit) if limit else x) for x in xs], linestyle=":",
+                color=colour,
+                label=f"{kind}, perfect scaling" + (f" (at most {limit} cores)" if limit else ""))
     if cores:
         ax.axvline(cores, color="#999999", linewidth=0.8)
         ax.annotate(f" {cores} cores", (cores, ax.get_ylim()[1] * 0.95), color="#666666",
