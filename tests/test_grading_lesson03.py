@@ -106,13 +106,49 @@ RPOP_THEN_RPUSH = REAPER_HEAD + f'''        take = queue.redis.register_script({
             recovered[name] = moved
     return recovered
 '''
-# The lesson's reaper: one Lua script per job checks, moves, and removes the worker.
+# WATCH, then check, then move with no MULTI: the WATCH guards nothing.
+WATCH_NO_MULTI = REAPER_HEAD + '''        with queue.redis.pipeline() as pipe:
+            pipe.watch(beat)
+            if pipe.exists(beat):
+                continue
+            moved = 0
+            while pipe.lmove(mine, queue.queue, "RIGHT", "RIGHT") is not None:
+                moved += 1
+            pipe.srem(queue.workers, name)
+        recovered[name] = moved
+    return recovered
+'''
+# The lesson's own script, run as is: not an answer.
 LESSONS_SCRIPT = REAPER_HEAD + '''        from shared.redis_queue.reaper import REQUEUE_ONE
         step, moved = 1, 0
         while (step := queue.redis.eval(REQUEUE_ONE, 4, beat, mine, queue.queue, queue.workers,
                                         name)) == 1:
             moved += 1
         if step == 0 or moved:
+            recovered[name] = moved
+    return recovered
+'''
+# The lesson's reap(), called: not an answer either.
+LESSONS_REAP = '''# Exercise: reaper
+from shared.redis_queue import RedisQueue, reap
+
+
+def reap_dead_workers(queue):
+    return {r.worker: r.jobs for r in reap(queue)}
+'''
+# A Lua script of the learner's own: check, move one job, or remove the worker, in one step.
+OWN_SCRIPT = REAPER_HEAD + '''        step = queue.redis.register_script("""
+            if redis.call('EXISTS', KEYS[1]) == 0 then
+                if redis.call('LMOVE', KEYS[2], KEYS[3], 'RIGHT', 'RIGHT') then return 'moved' end
+                redis.call('SREM', KEYS[4], ARGV[1])
+                return 'gone'
+            end
+            return 'alive'
+        """)
+        moved = 0
+        while (said := step(keys=[beat, mine, queue.queue, queue.workers], args=[name])) == b"moved":
+            moved += 1
+        if said == b"gone" or moved:
             recovered[name] = moved
     return recovered
 '''
@@ -131,13 +167,21 @@ LESSONS_SCRIPT = REAPER_HEAD + '''        from shared.redis_queue.reaper import 
     (RPOP_THEN_RPUSH,
      r"^right after EVALSHA, the dead worker's job was in neither its processing list nor the "
      r"queue: a reaper that dies there loses it\. .*LMOVE"),
-], ids=["check-then-move", "moves-live-workers-jobs", "srem-after-revival", "rpop-then-rpush"])
+    (WATCH_NO_MULTI,
+     r"^w-lapsed's heartbeat came back right after your EXISTS, yet your reaper then moved 2 of "),
+], ids=["check-then-move", "moves-live-workers-jobs", "srem-after-revival", "rpop-then-rpush",
+        "watch-without-multi"])
 def test_reaper_refuses_a_move_that_is_not_atomic_with_its_check(source, reason):
     assert_refused("reaper", source, reason)
 
 
-def test_reaper_accepts_the_lessons_lua_script():
-    result = grade("reaper", LESSONS_SCRIPT)
+@pytest.mark.parametrize("source", [LESSONS_SCRIPT, LESSONS_REAP], ids=["requeue-one", "reap"])
+def test_reaper_refuses_the_lessons_own_reaper(source):
+    assert_refused("reaper", source, r"^your reaper runs the lesson's own script \(REQUEUE_ONE")
+
+
+def test_reaper_accepts_a_lua_script_of_ones_own():
+    result = grade("reaper", OWN_SCRIPT)
     assert (result.passed, result.reason) == (True, "")
 
 

@@ -162,6 +162,31 @@ def test_reaper(ns: dict[str, Any]) -> None:
 
 
 LAPSED, DEAD, LIVE = "w-lapsed", "w-dead", "w-live"
+#: Commands that read a heartbeat key (alone, in a block, or in a script).
+READS = {"EXISTS", "GET", "TTL", "PTTL", "EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL"}
+
+
+def _words(text: Any) -> str:
+    text = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+    return " ".join(text.split())
+
+
+def _refuse_the_lessons_reaper(commands: list[Any]) -> None:
+    """The exercise is to write the reaper: calling the lesson's ``reap``, or running its
+    ``REQUEUE_ONE`` script as is, is not an answer."""
+    import hashlib  # noqa: PLC0415
+
+    from shared.redis_queue.reaper import REQUEUE_ONE  # noqa: PLC0415
+
+    sha = hashlib.sha1(REQUEUE_ONE.encode()).hexdigest()
+    script = _words(REQUEUE_ONE)
+    for command in commands:
+        args = [_words(a) for a in command.args]
+        if sha in [a.lower() for a in args] or script in args:
+            raise AssertionError(
+                "your reaper runs the lesson's own script (REQUEUE_ONE, which the lesson's reap() "
+                "uses): write the check and the move yourself, as a Lua script of your own or "
+                "with WATCH/MULTI/EXEC")
 
 
 def _check_a_heartbeat_that_comes_back(reap_dead_workers) -> None:
@@ -182,7 +207,8 @@ def _check_a_heartbeat_that_comes_back(reap_dead_workers) -> None:
         revived: list[tuple[str, int]] = []  # (the command it came back after, its jobs then)
 
         def comes_back(command) -> None:
-            if revived or not command.mentions(beat):
+            # After the first command that *reads* the key: a WATCH alone checks nothing yet.
+            if revived or not command.mentions(beat) or not READS & set(command.name.split()):
                 return
             with r.pipeline() as pipe:  # MULTI SET SADD EXEC, as the course's heartbeat beats
                 pipe.set(beat, 1, px=60_000)
@@ -193,6 +219,7 @@ def _check_a_heartbeat_that_comes_back(reap_dead_workers) -> None:
         learners = spied_queue(queue, after=comes_back)
         try:
             got = call(reap_dead_workers, learners)
+            _refuse_the_lessons_reaper(learners.redis.commands)
         finally:
             learners.close()
         if r.lrange(queue.processing(LIVE), 0, -1) != [b"live-job"]:
@@ -269,6 +296,7 @@ def _check_a_killed_worker(reap_dead_workers) -> None:
             raise AssertionError(f"{exc}; reap_dead_workers kept returning {last!r}") from None
         finally:
             learners.close()
+        _refuse_the_lessons_reaper(learners.redis.commands)
         if lost:
             raise AssertionError(f"right after {lost[0]}, the dead worker's job was in neither its "
                                  "processing list nor the queue: a reaper that dies there loses "
