@@ -111,13 +111,15 @@ def what_a_restart_keeps(settings: dict[str, str] | str) -> str:
     if settings.get("appendonly") == "yes":  # on start, Redis loads this file, not the snapshot
         every = settings.get("appendfsync", "?")
         loss = ("no acknowledged write" if every == "always" else
-                "about the last second of writes" if every == "everysec" else
+                # Redis's docs: fsync once a second, and a slow disk can delay it by another.
+                "the last second or so of writes (up to about two in the worst case)"
+                if every == "everysec" else
                 "whatever the operating system had not yet written to disk")
         return (f"the jobs in its append-only file (appendonly yes, appendfsync {every}): "
                 f"a crash of the machine loses {loss}")
     if settings.get("save"):
-        return (f"its last snapshot (save {settings['save']!r}): every job queued or taken "
-                "since that snapshot is lost")
+        return (f"its last snapshot (save {settings['save']!r}): every job queued since that "
+                "snapshot is lost, and every job finished since comes back and runs again")
     return "nothing: every queued job, and every job a worker held, is gone"
 
 

@@ -33,17 +33,24 @@ def _arrow(ax, start: tuple[float, float], end: tuple[float, float], label: str,
 
 
 def draw_reliable_queue() -> Figure:
-    """Producer -> queue -> a worker's processing list -> LREM; the reaper's way back."""
-    fig, ax = plt.subplots(figsize=(8.0, 2.9), dpi=DPI)
+    """Producer -> queue -> a worker's processing list -> LREM; the reaper's way back;
+    the heartbeat key and the set of workers that the reaper reads."""
+    fig, ax = plt.subplots(figsize=(8.0, 3.4), dpi=DPI)
     ax.set_xlim(0, 10)
-    ax.set_ylim(0, 3.2)
+    ax.set_ylim(-0.55, 3.2)
     ax.axis("off")
     _box(ax, 0.1, 1.9, 1.6, 0.7, "web process\n(producer)", "#e8f0fb")
     _box(ax, 2.7, 1.9, 2.0, 0.7, "<prefix>:queue\n(a list)", "#fdf1dc")
     _box(ax, 5.8, 1.9, 2.3, 0.7, "<prefix>:processing:w1\n(w1's list)", "#fdf1dc")
     _box(ax, 8.6, 1.9, 1.3, 0.7, "done\n(gone)", "#e9f5e9")
-    _box(ax, 5.8, 0.25, 2.3, 0.6, "<prefix>:heartbeat:w1\n(TTL key, w1 sets it)", "#f3f3f3")
+    _box(ax, 5.8, 0.25, 2.3, 0.6, "<prefix>:heartbeat:w1\n(a key with a TTL)", "#f3f3f3")
+    _box(ax, 8.6, 0.25, 1.3, 0.6, "w1's heartbeat\nthread", "#e8f0fb")
     _box(ax, 2.7, 0.25, 2.0, 0.6, "reaper", "#fbe4e4")
+    _box(ax, 0.1, 0.25, 1.8, 0.6, "<prefix>:workers\n(a set of names)", "#f3f3f3")
+    _arrow(ax, (8.6, 0.55), (8.1, 0.55), "every\nTTL/4", colour="#777777", offset=(0, 0.33))
+    ax.text(9.25, 0.05, "SET PX + SADD\n(w1 also SADDs\nafter each BLMOVE)", ha="center", va="top",
+            fontsize=7, color="#777777")
+    _arrow(ax, (2.7, 0.55), (1.9, 0.55), "SMEMBERS,\nSREM", colour="#777777", offset=(0, 0.33))
     _arrow(ax, (1.7, 2.25), (2.7, 2.25), "LPUSH")
     _arrow(ax, (4.7, 2.25), (5.8, 2.25), "BLMOVE\n(atomic)")
     _arrow(ax, (8.1, 2.25), (8.6, 2.25), "LREM\n(ack)")
@@ -63,7 +70,9 @@ def plot_crash_timeline(crash: Crash, heartbeat_ttl: float) -> Figure:
     t0 = crash.started
     fig, ax = plt.subplots(figsize=(8.0, 2.6), dpi=DPI)
     first, second = "first attempt", "second attempt"
-    ax.barh(first, crash.killed - t0, left=0, color="tab:blue", height=0.5)
+    right = (crash.finished - t0) * 1.05
+    # A kill a few ms into the job would draw a bar too thin to see: at least 0.8% of the axis.
+    ax.barh(first, max(crash.killed - t0, 0.008 * right), left=0, color="tab:blue", height=0.5)
     ax.barh(second, crash.finished - crash.rerun, left=crash.rerun - t0, color="tab:green",
             height=0.5)
     ax.barh("job only in Redis", crash.reaped - crash.killed, left=crash.killed - t0,
@@ -71,7 +80,6 @@ def plot_crash_timeline(crash: Crash, heartbeat_ttl: float) -> Figure:
     events = [(crash.killed, "SIGKILL", "tab:red"),
               (crash.expires, "heartbeat expires", "#555555"),
               (crash.reaped, "reaper moves it back", "tab:orange")]
-    right = (crash.finished - t0) * 1.05
     for i, (t, label, colour) in enumerate(events):
         x = t - t0
         ax.axvline(x, color=colour, linewidth=1, linestyle="--")
