@@ -35,11 +35,14 @@ class AppProcess:
 
     def __init__(self, mode: str, *, smtp_port: int, store_path: str | Path,
                  smtp_host: str = "127.0.0.1", workers: int | None = None,
-                 queue_size: int | None = None, avatar_canvas: int | None = None) -> None:
+                 queue_size: int | None = None, avatar_canvas: int | None = None,
+                 hold_workers: bool = False) -> None:
         self.mode, self.smtp_host, self.smtp_port = mode, smtp_host, smtp_port
         self.store_path = Path(store_path)
         self.options = {"workers": workers, "queue_size": queue_size,
                         "avatar_canvas": avatar_canvas}
+        # thread-queue only: the workers wait for release_workers() (SIGUSR1) to start
+        self.hold_workers = hold_workers
         self.process: subprocess.Popen | None = None
         self.url = ""
         self._stderr: IO[bytes] | None = None
@@ -57,6 +60,8 @@ class AppProcess:
         for name, value in self.options.items():
             if value is not None:
                 command += [f"--{name.replace('_', '-')}", str(value)]
+        if self.hold_workers:
+            command.append("--hold-workers")
         return command
 
     def start(self, timeout: float = STARTUP_SECONDS) -> AppProcess:
@@ -101,6 +106,10 @@ class AppProcess:
         self.stop(timeout=2)
         raise AppFailedToStart(f"the {self.mode} app did not start: {why}"
                                + (f"; its last words: {' | '.join(tail)}" if tail else ""))
+
+    def release_workers(self) -> None:
+        """Start the workers of an app started with ``hold_workers=True`` (it sends SIGUSR1)."""
+        os.kill(self.pid, signal.SIGUSR1)
 
     def kill(self) -> int:
         """SIGKILL the app, as a crash would: nothing in its memory survives. Returns the exit code."""
@@ -156,14 +165,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int)
     parser.add_argument("--queue-size", type=int)
     parser.add_argument("--avatar-canvas", type=int)
+    parser.add_argument("--hold-workers", action="store_true",
+                        help="thread-queue: start the workers only on SIGUSR1")
     args = parser.parse_args(argv)
     options = {name: value for name, value in
                (("workers", args.workers), ("queue_size", args.queue_size)) if value is not None}
+    if args.hold_workers:
+        options["start_workers"] = False
     settings = Settings(smtp_host=args.smtp_host, smtp_port=args.smtp_port,
                         **({"avatar_canvas": args.avatar_canvas} if args.avatar_canvas else {}))
     app = create_app(args.mode, settings=settings, store=Store(args.store),
                      redis_url=redis_url_for(args.mode), **options)
     server = BackgroundServer(app).listen()
+    if args.hold_workers:
+        signal.signal(signal.SIGUSR1, lambda signum, frame: state(app).runner.start())
     signal.signal(signal.SIGTERM, _interrupt)
     print(f"{READY}{server.url}", flush=True)
     try:

@@ -1,6 +1,7 @@
 """The thread-queue mode beyond the common contract: bound, 503, order, retries, stopping."""
 
 import threading
+import time
 
 import httpx
 import pytest
@@ -217,3 +218,19 @@ def test_accepting_turns_false_as_soon_as_close_begins(store, fast_sink):
         _signup(store, runner, "b@example.com")
     closing.join(DEADLINE)
     assert seen and seen[0].unfinished == 0
+
+
+def test_an_app_process_with_held_workers_runs_nothing_until_released(store):
+    from shared.app_process import AppProcess  # noqa: PLC0415 - only this test starts a child
+
+    with SmtpSink(delay=0.0) as sink:
+        with AppProcess("thread-queue", smtp_port=sink.port, store_path=store.path, workers=1,
+                        avatar_canvas=300, hold_workers=True) as app:
+            for n in range(3):
+                answer = httpx.post(f"{app.url}/signup", json={"email": f"held{n}@example.com"}, timeout=30)
+                assert answer.status_code == 202
+            time.sleep(0.3)  # time enough for a started worker to take a job
+            assert store.counts() == {"queued": 6, "running": 0, "done": 0, "failed": 0}
+            app.release_workers()
+            wait_until(lambda: store.counts()["done"] == 6, 30, "the released worker to run all 6 jobs")
+        assert len(sink.inbox) == 3
