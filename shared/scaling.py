@@ -41,7 +41,7 @@ class Point:
     jobs: int
     seconds: float
     startup: float  # seconds to get the pool's workers ready, before the clock started
-    memory: int = 0  # bytes the pool's own worker processes held once started (0 for threads)
+    memory: int = 0  # bytes of their own (USS) the pool's worker processes held once started (0 for threads)
 
     @property
     def rate(self) -> float:
@@ -146,7 +146,7 @@ def _windowed(work: Callable[[Any], Any], inputs: Sequence[Any], pool_sizes: Seq
         # The nap keeps each worker busy long enough that the pool starts them all; it is
         # deliberate waiting, not start-up cost, so it is taken off.
         startup = max(0.0, time.perf_counter() - begin - NAP_SECONDS)
-        memory = _resident(_workers_of(pool))
+        memory = _own_memory(_workers_of(pool))
         fastest: dict[int, float] = {}
         for _ in range(repeat):
             for workers in pool_sizes:
@@ -189,12 +189,21 @@ def _workers_of(pool: Executor) -> list[psutil.Process]:
     return found
 
 
-def _resident(processes: Iterable[psutil.Process]) -> int:
-    """Resident memory of ``processes``, in bytes; those that ended meanwhile count 0."""
+def _own_memory(processes: Iterable[psutil.Process]) -> int:
+    """Memory that only ``processes`` hold, in bytes: the sum of their USS.
+
+    USS (unique set size) leaves out the pages a process shares with others (the
+    interpreter's code, and pages a fork shares with its parent), which the RSS
+    counts again in each process. Where the USS cannot be read, the RSS stands in.
+    Processes that ended meanwhile count 0.
+    """
     total = 0
     for process in processes:
         try:
-            total += process.memory_info().rss
+            try:
+                total += process.memory_full_info().uss
+            except psutil.AccessDenied:
+                total += process.memory_info().rss
         except psutil.Error:
             pass
     return total
