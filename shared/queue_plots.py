@@ -38,7 +38,8 @@ def plot_threads_and_memory(sampler: Sampler, *, title: str | None = None,
     top.set_ylabel("live threads")
     top.set_ylim(bottom=0)
     bottom.plot(times, [sample.rss / MB for sample in sampler.samples], color="tab:purple")
-    bottom.set_ylabel("memory (MB)")
+    bottom.set_ylabel("memory (MB, resident)")
+    bottom.set_ylim(bottom=0)
     bottom.set_xlabel("seconds since the burst began")
     bottom.set_xlim(0, xmax if xmax is not None else max(times[-1], 0.1))
     for ax in (top, bottom):
@@ -96,9 +97,9 @@ def plot_bounded_queue(sampler: Sampler, answers: Sequence[tuple[float, int]], *
              color="tab:purple", label="jobs waiting in the queue")
     top.axhline(bound, linestyle="--", color="black", linewidth=1,
                 label=f"the bound: {bound} jobs")
-    top.set_ylim(0, bound * 1.35)
+    top.set_ylim(0, bound * 1.8)  # headroom above the bound for the legend: it covers no line
     top.set_ylabel("jobs waiting")
-    top.legend(loc="lower right", frameon=False, fontsize="small")
+    top.legend(loc="upper center", ncol=2, frameon=False, fontsize="small")
     for status, colour in ((202, "tab:green"), (503, "tab:red")):
         ends = sorted(when - started for when, answered in answers if answered == status)
         bottom.step([0.0, *ends], range(len(ends) + 1), where="post", color=colour,
