@@ -26,6 +26,8 @@ WRONG_ANSWERS = [
      "shutdown() returned, but worker threads are still alive"),
     ("worker_pool", "            if not self._open:\n                raise RuntimeError(\"the pool is shut down\")\n", "",
      "submit() after shutdown() was accepted"),
+    ("worker_pool", "        return left\n", "        return left or None\n",  # None for "nothing left"
+     "shutdown(drain=True) returned None, expected []"),
     ("worker_pool", "self._tasks: queue.Queue = queue.Queue()", "self._tasks: queue.Queue = queue.LifoQueue()",
      "WorkerPool(1) ran 20 tasks in the order"),
     # The priority queue with aging

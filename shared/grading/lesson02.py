@@ -133,7 +133,7 @@ def _drains_everything_then_stops(pool_class) -> None:
         missing = [n for n, count in enumerate(counts) if count != 1]
         raise AssertionError(f"after shutdown(drain=True), tasks {missing[:5]} ran "
                              f"{[counts[n] for n in missing[:5]]} times: each must run exactly once")
-    if left not in (None, []) and list(left) != []:
+    if not isinstance(left, list) or left:
         raise AssertionError(f"shutdown(drain=True) returned {left!r}, expected [] (nothing was left)")
     try:
         pool.submit(print, "too late")
