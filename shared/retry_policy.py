@@ -8,15 +8,21 @@ that same rule with the default bound.
 
 A retry helps only when the next attempt can go differently. The provider
 says which case it is in its reply code: ``4xx`` means "not now, try again
-later" (transient), ``5xx`` means "never" (permanent). A refused, reset or
-timed-out connection is transient too. Anything else (a ``KeyError``, a
-``TypeError``) is a bug in your code: retrying it only repeats the bug.
+later" (transient), ``5xx`` means "never" (permanent). Network trouble is
+transient too: a dropped connection, and any other ``OSError`` (refused, reset,
+timed out, no route to host, a name that does not resolve). So is a
+``dramatiq.Retry`` the job raised itself: it asks to be tried again later.
+Anything else (a ``KeyError``, a ``TypeError``) is a bug in your code:
+retrying it only repeats the bug. (``FileNotFoundError`` is an ``OSError``
+too, and the rule would retry it; an email job opens no files.)
 """
 
 from __future__ import annotations
 
 import smtplib
 from collections.abc import Callable
+
+import dramatiq
 
 #: At most this many retries (so 1 + 12 attempts) of a transient email error. With a
 #: provider that refuses half its attempts at random, an address is still unmailed
@@ -25,7 +31,9 @@ EMAIL_MAX_RETRIES = 12
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True when another attempt may succeed: a 4xx reply or network trouble."""
+    """True when another attempt may succeed: a 4xx reply, network trouble, or a ``dramatiq.Retry``."""
+    if isinstance(exc, dramatiq.Retry):
+        return True  # the job itself asks to be tried again later
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in exc.recipients.values()]
         return bool(codes) and all(400 <= code < 500 for code in codes)
@@ -35,7 +43,7 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, smtplib.SMTPException):
         return False  # e.g. the server lacks a feature we need: it will still lack it
-    return isinstance(exc, OSError)  # refused, reset, timed out, unreachable
+    return isinstance(exc, OSError)  # network trouble: refused, reset, timed out, unreachable, unresolved
 
 
 def retry_email(retries: int, exc: BaseException) -> bool:

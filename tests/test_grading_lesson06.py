@@ -32,32 +32,46 @@ WRONG_ANSWERS = [
     ("retry_transient", "        return 400 <= exc.smtp_code < 500\n", "        return True\n",
      r"^should_retry\(0, SMTPDataError\(554, .*\)\) returned True, expected False "
      r"\(554 to DATA is permanent\)"),
-    # idempotent_welcome: the guard's race, its order, its expiry, its key, the Message-ID.
+    # retry_transient: the narrow rule (ConnectionError and TimeoutError only) misses an
+    # unreachable host, an OSError like them.
+    ("retry_transient",
+     "    return isinstance(exc, OSError)  # network trouble: refused, reset, timed out, unreachable\n",
+     "    return isinstance(exc, (ConnectionError, TimeoutError))\n",
+     r"^should_retry\(0, OSError\(113, 'No route to host'\)\) returned False, expected True"),
+    # idempotent_welcome: the guard's race, its order, its expiry, its key, the Message-ID, and
+    # a claim left by an attempt that died mid-send.
     ("idempotent_welcome",
-     '    if not client.set(guard, "sending", nx=True, ex=60):\n',
-     "    if client.exists(guard):\n",
+     '    if not client.set(claim, "sending", nx=True, ex=claim_seconds):\n',
+     "    if client.exists(claim):\n",
      r"^two attempts of job 'job-\w+-e' ran at once and sent 2 emails, expected 1: both checked "
      r"for a mark before either wrote one"),
     ("idempotent_welcome",
-     "    try:\n"
-     '        send_welcome(address, host=host, port=port, message_id=f"<{job_id}@defer.example>")\n'
      "    except BaseException:\n"
-     "        client.delete(guard)  # not sent, or not sure: the retry must be free to try again\n"
+     "        client.delete(claim)  # not sent, or not sure: the retry must be free to try again\n"
      "        raise\n",
-     '    send_welcome(address, host=host, port=port, message_id=f"<{job_id}@defer.example>")\n',
-     r"^after a failed first attempt \(451\), the retry sent nothing, so the user never gets the "
-     r"email"),
-    ("idempotent_welcome", '    client.set(guard, "sent", ex=7 * 86_400)\n',
-     '    client.set(guard, "sent")\n',
-     r"^the mark 'welcome:job-\w+-a' has no expiry \(TTL -1\), so Redis keeps it forever"),
-    ("idempotent_welcome", 'client.set(guard, "sending", nx=True, ex=60)',
-     'client.set(guard, "sending", nx=True)',
-     r"^while the email was being sent, the key 'welcome:job-\w+-e' had no expiry \(TTL -1\)"),
-    ("idempotent_welcome", '    guard = f"welcome:{job_id}"\n', '    guard = f"welcome:{address}"\n',
+     "    finally:\n        pass\n",
+     r"^after a failed first attempt \(451\), the retry (raised|sent nothing).* a claim or mark "
+     r"written before the send must not survive a failed send"),
+    ("idempotent_welcome", '    client.set(sent, "sent", ex=7 * 86_400)',
+     '    client.set(sent, "sent")',
+     r"^the mark 'welcome-sent:job-\w+-a' has no expiry \(TTL -1\), so Redis keeps it forever"),
+    ("idempotent_welcome", 'client.set(claim, "sending", nx=True, ex=claim_seconds)',
+     'client.set(claim, "sending", nx=True)',
+     r"^while the email was being sent, the key 'welcome-sending:job-\w+-e' had no expiry \(TTL -1\)"),
+    ("idempotent_welcome",
+     '    sent, claim = f"welcome-sent:{job_id}", f"welcome-sending:{job_id}"\n',
+     '    sent, claim = f"welcome-sent:{address}", f"welcome-sending:{address}"\n',
      r"^a second job for the same address \(ada signed up again\) sent nothing: the guard must "
      r"belong to one job_id"),
     ("idempotent_welcome", ', message_id=f"<{job_id}@defer.example>")', ")",
      r"its reply was lost; the retry delivered it again \(2 copies\): give the email a Message-ID"),
+    # The first design of the course's own answer: one key, "sending" then "sent"; a claim found
+    # means "done", so a redelivery after a death mid-send is acked and the email never sent.
+    ("idempotent_welcome",
+     '        raise dramatiq.Retry(f"another attempt holds {claim}", delay=claim_seconds * 1000)\n',
+     "        return\n",
+     r"^an attempt of job 'job-\w+-g' died while sending \(its claim is still in Redis\), and the "
+     r"redelivered attempt returned normally having sent 0 email\(s\): the worker acks the job"),
     # requeue_dead_letter: two commands with a crash between, old retries kept, queued twice.
     ("requeue_dead_letter",
      "    moved = client.eval(move, 4, dead, dead_messages, f\"{namespace}:{queue}\",\n"
@@ -66,10 +80,11 @@ WRONG_ANSWERS = [
      "    client.hdel(dead_messages, redis_id)\n"
      "    client.hset(f\"{namespace}:{queue}.msgs\", new_id, json.dumps(message))\n"
      "    client.rpush(f\"{namespace}:{queue}\", new_id)\n",
-     r"^after ZREM the letter was neither a dead letter nor on the queue: a worker killed right "
-     r"then loses it"),
-    ("requeue_dead_letter", 'if key not in ("retries", "traceback", "eta")', 'if key != "eta"',
-     r"^the queued message still says retries=3 and carries the old traceback: drop the delivery "
+     r"^after ZREM the letter was neither a dead letter nor on the queue: your process killed "
+     r"right then loses it"),
+    ("requeue_dead_letter", 'if key not in ("retries", "traceback", "requeue_timestamp", "eta")',
+     'if key != "eta"',
+     r"^the queued message still says retries=3 and carries the old traceback( and the old requeue_timestamp)?: drop the delivery "
      r"options"),
     ("requeue_dead_letter",
      '    if redis.call("zrem", KEYS[1], ARGV[1]) == 0 then\n        return 0\n    end\n',
@@ -81,11 +96,22 @@ WRONG_ANSWERS = [
 
 @pytest.mark.parametrize("name, old, new, reason", WRONG_ANSWERS,
                          ids=["union-window", "negative-retries", "one-retry-too-many",
-                              "retries-a-554", "exists-then-send-race", "mark-before-send",
-                              "mark-never-expires", "claim-never-expires", "key-on-address",
-                              "no-message-id", "two-commands-crash-between",
+                              "retries-a-554", "network-errors-too-narrow", "exists-then-send-race",
+                              "claim-kept-after-failed-send", "mark-never-expires",
+                              "claim-never-expires", "key-on-address", "no-message-id",
+                              "claim-found-means-done", "two-commands-crash-between",
                               "retries-not-reset", "requeued-twice"])
 def test_wrong_answers_fail_with_the_reason(name, old, new, reason):
     result = grade(name, answer_with(name, old, new))
     assert not result.passed, f"{name} accepted a wrong answer"
     assert re.search(reason, result.reason), result.reason
+
+
+def test_the_exercise_table_is_the_apps_rule():
+    """Exercise 2's table, the grader's cases and the app's is_transient say the same thing."""
+    from shared.grading.lesson06 import _cases
+    from shared.retry_policy import is_transient
+
+    for retries, exc, expected, why in _cases():
+        if retries == 0:
+            assert is_transient(exc) is expected, why

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 
+import dramatiq
 import pytest
 from dramatiq.common import compute_backoff
 
@@ -130,6 +131,9 @@ def test_a_silent_server_holds_a_client_until_its_timeout_or_its_stop():
     (smtplib.SMTPNotSupportedError("no STARTTLS"), False),
     (ConnectionRefusedError(111, "refused"), True),
     (TimeoutError("timed out"), True),
+    (OSError(113, "No route to host"), True),
+    (socket.gaierror(-2, "Name or service not known"), True),
+    (dramatiq.Retry("later", delay=100), True),
     (KeyError("email"), False),
 ])
 def test_is_transient(exc, transient):
