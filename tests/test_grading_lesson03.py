@@ -207,6 +207,24 @@ def test_idempotent_email_refuses_a_claim_that_is_not_atomic(new, reason):
     assert_refused("idempotent_email", answer_with("idempotent_email", CLAIM, new), reason)
 
 
+RELEASE = ('    except Exception:\n'
+           '        r.delete(f"welcome-sent:{job.id}")  # not sent, and we know it: a retry may send\n'
+           '        raise\n')
+
+
+@pytest.mark.parametrize("new, reason", [
+    # The lesson's version: the claim stays, and the retry skips an email that never went out.
+    ('    except Exception:\n        raise\n',
+     r"^after a send that raised, the claim 'welcome-sent:[^']+' was still in Redis: every retry "
+     r"will skip an email that never went out"),
+    # Gives the claim back but swallows the error: the job looks done.
+    ('    except Exception:\n        r.delete(f"welcome-sent:{job.id}")\n        return False\n',
+     r"with a provider that refuses the connection, returned False: let the error propagate"),
+], ids=["claim-kept", "error-swallowed"])
+def test_idempotent_email_refuses_a_failed_send_that_keeps_its_claim_or_hides_it(new, reason):
+    assert_refused("idempotent_email", answer_with("idempotent_email", RELEASE, new), reason)
+
+
 TYPES = "        if isinstance(data[name], bool) or not isinstance(data[name], types):\n"
 EXTRA = '    if extra:\n        raise ValueError(f"unexpected key(s): {\', \'.join(extra)}")\n'
 

@@ -333,6 +333,7 @@ def test_idempotent_email(ns: dict[str, Any]) -> None:
 
     queue = _queue()
     job, other, raced = _job("grace@example.com"), _job("grace@example.com"), _job("race@example.com")
+    failed = _job("refused@example.com")
     forever: list[tuple[str, str]] = []  # (command, key): a claim left with no expiry
 
     def claims_expire(command) -> None:
@@ -370,13 +371,39 @@ def test_idempotent_email(ns: dict[str, Any]) -> None:
                 raise AssertionError("a different job for the same address was skipped: "
                                      "key on the job id, not the address")
             _check_race(send_welcome_once, queue, sink, args, raced)
+            _check_a_failed_send(send_welcome_once, queue, r, sink, args, failed)
     finally:
         r.close()
-        for used in (job, other, raced):  # the learner's keys live outside the queue's prefix
+        for used in (job, other, raced, failed):  # the learner's keys live outside the queue's prefix
             for leftover in _keys_naming(queue, used):
                 queue.redis.delete(leftover)
         queue.delete()
         queue.close()
+
+
+def _check_a_failed_send(send_welcome_once, queue, r, sink, args, job: Job) -> None:
+    """A send that raises went nowhere, and this worker knows it: the claim must be given
+    back (and the error raised on), or every retry skips an email that never went out."""
+    from shared.net import closed_port  # noqa: PLC0415
+
+    with closed_port() as port:  # the provider refuses the connection
+        refused = {**args, "smtp_port": port}
+        text = call_text("send_welcome_once", "r", job, **refused)
+        try:
+            returned = send_welcome_once(r, job, **refused)
+        except Exception:  # noqa: BLE001 - any error is the right answer here
+            pass
+        else:
+            raise AssertionError(f"{text}, with a provider that refuses the connection, returned "
+                                 f"{returned!r}: let the error propagate, so the job is recorded "
+                                 "as failed and can be retried")
+    if left := _keys_naming(queue, job):
+        raise AssertionError(f"after a send that raised, the claim {left[0].decode()!r} was still "
+                             "in Redis: every retry will skip an email that never went out. "
+                             "Delete the claim when the send raises, then raise again")
+    before = len(sink.inbox)
+    if call(send_welcome_once, r, job, **args) is not True or len(sink.inbox) != before + 1:
+        raise AssertionError("after a failed send, a retry of the same job did not send its email")
 
 
 def _keys_naming(queue, job: Job) -> list[bytes]:
