@@ -52,7 +52,7 @@ def plot_delays(delays: Sequence[tuple[int, float, float]], *, min_backoff: floa
     (grey boxes). Right: how late the retry started, ``measured - chosen`` in
     ms (the worker's poll lag), with its median; ``poll_ms`` draws two polls.
     """
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8.4, 3.4), dpi=DPI,
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.4, 4.2), dpi=DPI,
                                       gridspec_kw={"width_ratios": [3, 2]})
     retries = range(0, max(k for k, _, _ in delays) + 1) if delays else range(1)
     for k in retries:
@@ -73,7 +73,9 @@ def plot_delays(delays: Sequence[tuple[int, float, float]], *, min_backoff: floa
     left.set_xlabel("retries before this failure (k)")
     left.set_ylabel("chosen delay")
     left.set_title("The draw, against the formula", fontsize="medium")
-    left.legend(loc="lower right", fontsize="small", frameon=True, framealpha=0.9)
+    # Below the panel, not on it: the boxes and dots fill the whole plot area.
+    left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize="small",
+                frameon=False)
 
     lateness = [(measured - chosen) * 1000 for _, chosen, measured in delays]
     right.scatter(xs, lateness, s=14, color="tab:blue", zorder=3, label="measured - chosen")
@@ -89,7 +91,8 @@ def plot_delays(delays: Sequence[tuple[int, float, float]], *, min_backoff: floa
     right.set_xlabel("retries before this failure (k)")
     right.set_ylabel("lateness (ms)")
     right.set_title("How late the retry started", fontsize="medium")
-    right.legend(loc="lower right", fontsize="small", frameon=True, framealpha=0.9)
+    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize="small",
+                 frameon=False)
     for ax in (left, right):
         ax.grid(True, which="major", color="#e6e6e6", linewidth=0.8)
         ax.set_axisbelow(True)
