@@ -180,3 +180,40 @@ def test_rabbitmq_sorts_in_the_broker_and_leaves_no_queue():
         ["R", *(f"N{n}" for n in range(1, 11))])
     assert [name.rsplit(".", 1)[-1] for name in delivery.queues[1:]] == ["DQ", "XQ"]
     assert queues_left(url, delivery.queues) == []
+
+
+def _outcome(waits: list[float]):
+    """A made-up Outcome: copies sent at 0, the reset at 0.1 s waiting ``waits[0]``."""
+    from shared.priorities.run import Job, Outcome
+
+    copies = [Job(kind="newsletter", number=n, sent=0.0, fetched=0.01, started=0.05 * n,
+                  finished=0.05 * n + 0.05, worker="1/1", group=0) for n in range(1, 5)]
+    reset = Job(kind="reset", number=0, sent=0.1, fetched=0.1 + waits[0] / 2,
+                started=0.1 + waits[0], finished=0.15 + waits[0], worker="1/1", group=0)
+    jobs = tuple(sorted([*copies, reset], key=lambda job: job.started))
+    return Outcome(design=Design("made up"), newsletter_size=4, jobs=jobs, started=0.0,
+                   ended=max(job.finished for job in jobs))
+
+
+def test_the_comparison_figure_draws_the_target_only_beside_the_reset_waits():
+    import matplotlib.pyplot as plt
+
+    from shared.priorities.plots import plot_reset_waits
+    fig = plot_reset_waits([_outcome([0.03]), _outcome([2.0])], labels=["a", "b"], target=0.5)
+    left, right = fig.axes
+    assert len(left.get_lines()) == 1 and not right.get_lines()  # the target line
+    assert {"30 ms", "100 ms", "300 ms", "1.00 s"} <= {t.get_text() for t in left.get_xticklabels()}
+    plt.close(fig)
+
+
+def test_the_timeline_draws_the_reset_email_taller_and_apart():
+    import matplotlib.pyplot as plt
+
+    from shared.priorities.plots import RESET_HEIGHT, plot_runs
+    fig = plot_runs([_outcome([0.2])], target=0.5)
+    ax = fig.axes[0]
+    heights = {round(patch.get_height(), 3) for patch in ax.patches}
+    assert heights == {1.0, RESET_HEIGHT}
+    assert [tick.get_text() for tick in ax.get_yticklabels()][-1] == "reset email"
+    assert ax.get_ylabel() == "emails, in the order sent"
+    plt.close(fig)
