@@ -171,11 +171,12 @@ def _words(text: Any) -> str:
     return " ".join(text.split())
 
 
-def _refuse_the_lessons_reaper(commands: list[Any]) -> None:
+def _refuse_the_lessons_reaper(spy: Any) -> None:
     """The exercise is to write the reaper: calling the lesson's ``reap``, or running its
-    ``REQUEUE_ONE`` script as is, is not an answer."""
+    ``REQUEUE_ONE`` script as is, is not an answer. ``spy`` is the answer's SpyRedis."""
     import hashlib  # noqa: PLC0415
 
+    commands = spy.commands
     from shared.redis_queue.reaper import REQUEUE_ONE  # noqa: PLC0415
 
     sha = hashlib.sha1(REQUEUE_ONE.encode()).hexdigest()
@@ -219,7 +220,7 @@ def _check_a_heartbeat_that_comes_back(reap_dead_workers) -> None:
         learners = spied_queue(queue, after=comes_back)
         try:
             got = call(reap_dead_workers, learners)
-            _refuse_the_lessons_reaper(learners.redis.commands)
+            _refuse_the_lessons_reaper(learners.redis)
         finally:
             learners.close()
         if r.lrange(queue.processing(LIVE), 0, -1) != [b"live-job"]:
@@ -296,7 +297,7 @@ def _check_a_killed_worker(reap_dead_workers) -> None:
             raise AssertionError(f"{exc}; reap_dead_workers kept returning {last!r}") from None
         finally:
             learners.close()
-        _refuse_the_lessons_reaper(learners.redis.commands)
+        _refuse_the_lessons_reaper(learners.redis)
         if lost:
             raise AssertionError(f"right after {lost[0]}, the dead worker's job was in neither its "
                                  "processing list nor the queue: a reaper that dies there loses "
