@@ -2,7 +2,8 @@
 
 A worker that dies (SIGKILL, out of memory, a pulled plug) leaves the job
 it held in its processing list. Its heartbeat key then expires. Whoever
-runs :func:`reap` (here the app's runner; in Dramatiq every worker) moves
+runs :func:`reap` (here the app's runner; in Dramatiq, by chance, any
+process that sends a broker command) moves
 those jobs back to the front of the queue, where another worker takes them.
 
 A heartbeat can also lapse while its worker lives (a pause, a slow Redis),
