@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                      redis_url=redis_url_for(args.mode), **options)
     server = BackgroundServer(app).listen()
     if args.hold_workers:
-        signal.signal(signal.SIGUSR1, lambda signum, frame: state(app).runner.start())
+        # Only the thread-queue runner takes start_workers=False, and it has start().
+        signal.signal(signal.SIGUSR1, lambda signum, frame: state(app).runner.start())  # type: ignore[attr-defined]
     signal.signal(signal.SIGTERM, _interrupt)
     print(f"{READY}{server.url}", flush=True)
     try:
