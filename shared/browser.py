@@ -35,11 +35,15 @@ WINDOW = (600, 600)
 FINISHED = ("done", "failed")
 
 
-def _which(names: tuple[str, ...]) -> str | None:
+MAC_APPS = ("/Applications/Chromium.app/Contents/MacOS/Chromium",
+            "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome")  # not on PATH by default
+
+
+def _which(names: tuple[str, ...], also: tuple[str, ...] = ()) -> str | None:
     for name in names:
         if found := shutil.which(name):
             return found
-    return None
+    return next((path for path in also if Path(path).is_file()), None)
 
 
 def browser_problem() -> str | None:
@@ -48,8 +52,8 @@ def browser_problem() -> str | None:
         import selenium  # noqa: F401, PLC0415
     except ImportError:
         return "selenium is not installed: pip install selenium"
-    if _which(BROWSERS) is None:
-        return f"no Chromium or Chrome on PATH; {INSTALL_HINT}"
+    if _which(BROWSERS, MAC_APPS) is None:
+        return f"no Chromium or Chrome on PATH (nor in /Applications); {INSTALL_HINT}"
     if _which(DRIVERS) is None:
         return f"no chromedriver on PATH; {INSTALL_HINT}"
     return None
@@ -59,7 +63,7 @@ def browser_problem() -> str | None:
 def headless_chromium(width: int = WINDOW[0], height: int = WINDOW[1]) -> Iterator[WebDriver]:
     """A headless Chromium (selenium WebDriver) that is quit, with all its processes, on exit."""
     problem = browser_problem()
-    browser, chromedriver = _which(BROWSERS), _which(DRIVERS)
+    browser, chromedriver = _which(BROWSERS, MAC_APPS), _which(DRIVERS)
     if problem is not None or browser is None or chromedriver is None:
         raise RuntimeError(problem or f"no browser or driver on PATH; {INSTALL_HINT}")
     from selenium import webdriver  # noqa: PLC0415 - only where a browser is wanted
@@ -130,6 +134,46 @@ def recorded(driver: WebDriver) -> list[Shown]:
     """Every distinct text the page's job rows showed since :func:`submit_signup`, in order."""
     return [Shown(item["at"] / 1000, item["cells"][0], item["cells"][1], item["cells"][2])
             for item in driver.execute_script("return window.__shown || [];")]
+
+
+STATES = ("queued", "running", "done")
+
+
+def in_order(statuses: list[str], order: tuple[str, ...] = STATES) -> bool:
+    """True if ``statuses`` (as a row showed them) follow ``order``, some maybe unseen:
+    a 150 ms poll can miss a short state, but never shows them out of order."""
+    position = 0
+    for status in statuses:
+        if status not in order[position:]:
+            return False
+        position = order.index(status, position)
+    return True
+
+
+def plot_shown(shown: list[Shown], *, title: str = ""):
+    """Each job row's texts on one time axis: a bar per status, from when the row showed it
+    until it showed the next (the last one gets a short stub)."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - only where a figure is wanted
+
+    kinds = list(dict.fromkeys(s.kind for s in shown))
+    colors = {"queued": "C7", "running": "C0", "done": "C2", "failed": "C3"}
+    end = max((s.at for s in shown), default=0.0)
+    fig, ax = plt.subplots(figsize=(7.0, 0.5 * len(kinds) + 1.2), dpi=90)
+    for row, kind in enumerate(kinds):
+        texts = [s for s in shown if s.kind == kind]
+        for this, after in zip(texts, [*texts[1:], None], strict=True):
+            until = after.at if after is not None else this.at + 0.08 * (end or 1.0)
+            ax.barh(row, until - this.at, left=this.at, color=colors.get(this.status, "C1"), height=0.5)
+            ax.annotate(this.status, (this.at, row), xytext=(2, 0), textcoords="offset points",
+                        va="center", fontsize=7, color="white" if this.status != "queued" else "black")
+    ax.set_yticks(range(len(kinds)), kinds)
+    ax.set_ylim(len(kinds) - 0.5, -0.5)
+    ax.set_xlabel("seconds since the form was sent")
+    ax.grid(axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def rows_now(driver: WebDriver) -> dict[str, tuple[str, str]]:

@@ -207,3 +207,21 @@ def _live(processes):
         except psutil.NoSuchProcess:
             pass
     return alive
+
+
+NEEDS_BROWSER = "needs-browser"  # a notebook cell's tag: it drives a real headless Chromium
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the notebook cells tagged ``needs-browser`` (lesson 04's live page) when no
+    headless Chromium can run here, with the reason; the cells after them do not use
+    their variables, so they still run."""
+    tagged = [item for item in items
+              if NEEDS_BROWSER in (getattr(getattr(item, "cell", None), "metadata", {}) or {}).get("tags", [])]
+    if not tagged:
+        return
+    from shared.browser import browser_problem  # noqa: PLC0415 (selenium only when a notebook needs it)
+
+    if (problem := browser_problem()) is not None:
+        for item in tagged:
+            item.add_marker(pytest.mark.skip(reason=f"this cell drives a headless browser: {problem}"))
