@@ -59,6 +59,13 @@ WRONG_ANSWERS = [
     ("retry", "            if attempt == retries:\n                raise\n",
      "            if attempt == retries:\n                raise RuntimeError('gave up')\n",
      "retry raised RuntimeError: gave up after giving up"),
+    ("retry", "except retry_on:", "except Exception:",  # retries what will fail again the same way
+     "retry_on=(OSError,), fn raising ValueError: fn was called 4 times and retry slept 3 times"),
+    ("retry", "            if deadline is not None and waited + delay > deadline:\n"
+              "                raise  # this wait would pass the deadline: give up now, with the last error\n", "",
+     "the waits added up to"),
+    ("retry", "waited + delay > deadline", "waited > deadline",  # one wait too many
+     "past the deadline"),
 ]
 
 

@@ -461,6 +461,76 @@ def test_retry(ns: dict[str, Any]) -> None:
     call(retry, flaky, retries=12, base=0.1, cap=0.5, sleep=slept.append, rng=random.Random(4))
     _check_bounds(slept, 0.1, 0.5)
     _check_jitter(retry)
+    _check_retry_on(retry)
+    _check_deadline(retry)
+
+
+class _Permanent:
+    """Fails every time with the same ValueError: not worth another try."""
+
+    def __init__(self) -> None:
+        self.calls, self.error = 0, ValueError("550 no such mailbox")
+
+    def __call__(self) -> str:
+        self.calls += 1
+        raise self.error
+
+
+def _check_retry_on(retry) -> None:
+    flaky, slept = _Flaky(2), list[float]()
+    got = call(retry, flaky, retries=3, base=0.1, cap=1.0, retry_on=(OSError,), sleep=slept.append,
+               rng=random.Random(1))
+    if got != "sent" or flaky.calls != 3:
+        raise AssertionError(f"retry_on=(OSError,), fn failing twice with OSError: retry returned {got!r} "
+                             f"after {flaky.calls} calls, expected 'sent' after 3")
+    permanent, slept = _Permanent(), []
+    try:
+        retry(permanent, retries=3, base=0.1, cap=1.0, retry_on=(OSError,), sleep=slept.append,
+              rng=random.Random(1))
+    except NotImplementedError:
+        raise
+    except ValueError as exc:
+        if exc is not permanent.error:
+            raise AssertionError(f"retry_on=(OSError,), fn raising ValueError: retry raised another "
+                                 f"ValueError ({exc}), expected fn's own") from None
+    except Exception as exc:
+        raise AssertionError(f"retry_on=(OSError,), fn raising ValueError: retry raised {describe(exc)}, "
+                             "expected fn's ValueError itself") from None
+    else:
+        raise AssertionError("retry_on=(OSError,), fn always raising ValueError: retry returned instead "
+                             "of raising it")
+    if permanent.calls != 1 or slept:
+        raise AssertionError(f"retry_on=(OSError,), fn raising ValueError: fn was called {permanent.calls} "
+                             f"times and retry slept {len(slept)} times; an error not in retry_on is "
+                             "raised at once, after 1 call and no wait")
+
+
+def _check_deadline(retry) -> None:
+    flaky, slept = _Flaky(1_000), list[float]()
+    try:
+        retry(flaky, retries=100, base=0.1, cap=0.1, deadline=2.0, sleep=slept.append,
+              rng=random.Random(3))
+    except NotImplementedError:
+        raise
+    except OSError as exc:
+        if exc is not flaky.errors[-1]:
+            raise AssertionError(f"deadline=2: retry raised {describe(exc)} when it gave up; expected "
+                                 "the last error itself") from None
+    except Exception as exc:
+        raise AssertionError(f"deadline=2: retry raised {describe(exc)} when it gave up; expected "
+                             "the last OSError itself") from None
+    else:
+        raise AssertionError("fn always fails, deadline=2: retry returned instead of raising the last error")
+    total = sum(slept)
+    if total > 2.0 + 1e-9:
+        raise AssertionError(f"deadline=2, base=cap=0.1: the waits added up to {total:.3g} s, past the "
+                             "deadline; when the next wait would pass it, raise the last error instead")
+    if total < 1.9:
+        raise AssertionError(f"deadline=2, base=cap=0.1: retry gave up after {total:.3g} s of waits, "
+                             "before a wait of at most 0.1 s could pass the deadline")
+    if flaky.calls != len(slept) + 1:
+        raise AssertionError(f"deadline=2: fn was called {flaky.calls} times around {len(slept)} waits, "
+                             "expected one call more than waits")
 
 
 def _check_bounds(slept: list, base: float, cap: float) -> None:
