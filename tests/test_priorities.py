@@ -151,13 +151,15 @@ def test_bad_run_options(fast_sink, bad, words):
 
 # -- what a worker holds, measured ------------------------------------------------
 
-def test_four_threads_on_a_deep_backlog_overtake_at_most_three_held_copies(sink20):
-    """Prefetch 2 x 4 = 8 counts the 4 running copies too; the reset email takes a place itself."""
+def test_four_threads_on_a_deep_backlog_overtake_only_copies_the_worker_holds(sink20):
+    """Prefetch 2 x 4 = 8 counts the running copies too, and the reset email takes a place
+    itself: it overtakes at most 7 held copies (3 while every thread stays busy, the usual
+    case), never one of the ~90 still in Redis."""
     four = Design("one queue, 4 threads", workers=(WorkerGroup(threads=4),))
     outcome = run(four, sink20, newsletter=100)
     overtaken = len(outcome.waiting_when_reset_sent) - len(outcome.ran_before_reset)
-    assert overtaken <= 3, outcome.order
-    assert len(outcome.held_when_reset_fetched) <= 3
+    assert overtaken <= 7, outcome.order
+    assert len(outcome.held_when_reset_fetched) <= 7
     assert outcome.most_held(0) <= 8
 
 
