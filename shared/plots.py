@@ -44,19 +44,20 @@ LOG_SCALE_SPREAD = 20
 
 
 def plot_latency_distribution(results: Sequence[LoadResult], *, ax: Axes | None = None,
-                              title: str | None = None) -> Figure:
+                              title: str | None = None, p95_from: int = 0) -> Figure:
     """One cumulative curve per run: the share of clients answered within x.
 
     Dashed and dotted lines drop from the curve at the median (p50) and at
     p95; the legend gives their values.  The time axis turns logarithmic
     when the runs differ by more than 20x, so a 5 ms run and a 1 s run both
-    stay readable.
+    stay readable.  A run of fewer than ``p95_from`` requests gets its
+    slowest one marked instead of a p95 (of 8 samples, p95 is just the slowest).
     """
     fig, ax, created = _figure_and_axes(ax, WIDE)
     measured = [result for result in results if result.records]
     for number, result in enumerate(measured):
         _draw_cumulative(ax, result, _run_name(result, number),
-                         RUN_COLOURS[number % len(RUN_COLOURS)])
+                         RUN_COLOURS[number % len(RUN_COLOURS)], p95_from=p95_from)
 
     everything = [latency for result in measured for latency in result.latencies]
     positive = [latency for latency in everything if latency > 0]
@@ -228,15 +229,18 @@ def _check_xmax(xmax: float | None) -> None:
         raise ValueError(f"xmax must be a number of seconds > 0, got {xmax!r}")
 
 
-def _draw_cumulative(ax: Axes, result: LoadResult, name: str, colour: str) -> None:
+def _draw_cumulative(ax: Axes, result: LoadResult, name: str, colour: str, *,
+                     p95_from: int = 0) -> None:
     latencies = sorted(result.latencies)
     shares = [rank / len(latencies) for rank in range(1, len(latencies) + 1)]
     ax.step([latencies[0], *latencies], [0.0, *shares], where="post",
             color=colour, linewidth=2, zorder=3)
     summary = result.summary()
-    for q, value, style in ((0.50, summary.p50, "--"), (0.95, summary.p95, ":")):
-        ax.plot([value, value], [0, q], linestyle=style, color=colour, linewidth=1.6,
-                label=f"{name} p{round(q * 100)} {fmt_duration(value)}", zorder=2)
+    tail = ((1.0, summary.max, "slowest") if len(latencies) < p95_from
+            else (0.95, summary.p95, "p95"))
+    for q, value, word in ((0.50, summary.p50, "p50"), tail):
+        ax.plot([value, value], [0, q], linestyle="--" if word == "p50" else ":", color=colour,
+                linewidth=1.6, label=f"{name} {word} {fmt_duration(value)}", zorder=2)
         ax.plot([value], [q], marker="o", markersize=4, color=colour, zorder=4)
 
 

@@ -36,7 +36,9 @@ from shared.retry_policy import EMAIL_MAX_BACKOFF, EMAIL_MAX_RETRIES, EMAIL_MIN_
 
 log = logging.getLogger(__name__)
 
-MAINTENANCE_CHANCE = 50_000  # per million calls: a dead worker is noticed within a second
+MAINTENANCE_CHANCE = 50_000  # per million calls, 1 in 20: an idle consumer of the queue (one call per nap,
+# 75 ms on average at the mode's 100 ms cap) draws it after about 20 naps, ~1.5 s on average, once the
+# dead worker's heartbeat is older than heartbeat_timeout; a busy queue's consumers draw it sooner
 EMAIL_THREADS = 2  # the email group: one process, a couple of threads
 READY_SECONDS = 30.0
 

@@ -95,12 +95,19 @@ class WorkerGroup:
         return self.log_text(current=True).count(READY_LINE) >= self.processes
 
     def worker_processes(self) -> list[psutil.Process]:
-        """The running worker processes of the current run."""
+        """The running worker processes of the current run.
+
+        Dramatiq's CLI forks them from its main process on Python < 3.14, but from
+        3.14 it starts them through a forkserver (``dramatiq/cli.py``), so they are
+        grandchildren there: take every descendant that has no children of its own
+        (the forkserver has the workers), leaving out multiprocessing's helpers.
+        """
         try:
-            children = psutil.Process(self.pid).children()
+            descendants = [p for p in psutil.Process(self.pid).children(recursive=True) if _alive(p)]
         except psutil.NoSuchProcess:
             return []
-        return [p for p in children if _alive(p)]
+        parents = {_ppid(p) for p in descendants}
+        return [p for p in descendants if p.pid not in parents and not _helper(p)]
 
     def describe(self) -> str:
         """``dramatiq ... --queues email -p 1 -t 2`` (pid 41, workers 43)."""
@@ -137,6 +144,11 @@ class Supervisor:
         self._thread = threading.Thread(target=self._supervise, name="dramatiq-supervisor",
                                         daemon=True)
         self._thread.start()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment every group's processes are started with (a copy)."""
+        return dict(self._env)
 
     @property
     def restarts(self) -> int:
@@ -207,6 +219,23 @@ def log_folder() -> Path:
 
 def remove_folder(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _ppid(process: psutil.Process) -> int | None:
+    try:
+        return process.ppid()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _helper(process: psutil.Process) -> bool:
+    """multiprocessing's resource tracker, not a worker (a forkserver has the workers as children,
+    and those are forked from it, with its command line: so that alone cannot tell them apart)."""
+    try:
+        command = " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return "multiprocessing.resource_tracker" in command
 
 
 def _alive(process: psutil.Process) -> bool:
