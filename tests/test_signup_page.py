@@ -108,3 +108,33 @@ def test_the_page_shows_the_attempt_and_the_last_error_while_a_retry_waits(brows
     assert final["welcome email"] == "done"
     assert shown[-1].detail.startswith("attempt 2, done ")
     assert [s.at for s in shown] == sorted(s.at for s in shown)
+
+
+@pytest.mark.parametrize(("statuses", "ordered"), [
+    (["queued", "running", "done"], True),
+    (["running", "done"], True),        # queued fell between two polls
+    (["queued", "done"], True),         # so did running
+    (["queued", "running", "queued", "running", "done"], False),  # a retry: not one attempt's order
+    (["done", "running"], False),
+    (["queued", "failed"], False),      # not one of the states in order
+])
+def test_in_order_accepts_missed_states_but_not_a_wrong_order(statuses, ordered):
+    from shared.browser import in_order
+
+    assert in_order(statuses) is ordered
+
+
+def test_plot_shown_draws_one_row_per_job_kind():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from shared.browser import Shown, plot_shown
+
+    shown = [Shown(0.1, "welcome email", "queued", "waiting for a worker"),
+             Shown(0.3, "welcome email", "running", "attempt 1"),
+             Shown(0.5, "welcome email", "done", "attempt 1, done"),
+             Shown(0.1, "avatar", "queued", "waiting for a worker")]
+    fig = plot_shown(shown, title="t")
+    [ax] = fig.axes
+    assert [label.get_text() for label in ax.get_yticklabels()] == ["welcome email", "avatar"]
+    assert len(ax.patches) == 4
