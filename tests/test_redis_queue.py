@@ -356,7 +356,7 @@ def test_job_json_stays_a_plain_object(store):
 @pytest.mark.parametrize("settings, words", [
     ({"appendonly": "no", "appendfsync": "everysec", "save": ""}, r"^nothing: every queued job"),
     ({"appendonly": "yes", "appendfsync": "everysec", "save": ""},
-     r"append-only file .*the last second or so of writes \(up to about two in the worst case\)"),
+     r"append-only file .*about the last second of writes"),
     ({"appendonly": "yes", "appendfsync": "always", "save": "3600 1"}, r"no acknowledged write"),
     ({"appendonly": "no", "appendfsync": "everysec", "save": "3600 1"},
      r"^its last snapshot \(save '3600 1'\): every job queued since .*finished since comes back"),

@@ -111,8 +111,8 @@ def what_a_restart_keeps(settings: dict[str, str] | str) -> str:
     if settings.get("appendonly") == "yes":  # on start, Redis loads this file, not the snapshot
         every = settings.get("appendfsync", "?")
         loss = ("no acknowledged write" if every == "always" else
-                # Redis's docs: fsync once a second, and a slow disk can delay it by another.
-                "the last second or so of writes (up to about two in the worst case)"
+                # redis.conf (7.0): with everysec "Redis can lose just one second of writes".
+                "about the last second of writes"
                 if every == "everysec" else
                 "whatever the operating system had not yet written to disk")
         return (f"the jobs in its append-only file (appendonly yes, appendfsync {every}): "
