@@ -215,7 +215,8 @@ NEEDS_BROWSER = "needs-browser"  # a notebook cell's tag: it drives a real headl
 def pytest_collection_modifyitems(config, items):
     """Skip the notebook cells tagged ``needs-browser`` (lesson 04's live page) when no
     headless Chromium can run here, with the reason; the cells after them do not use
-    their variables, so they still run."""
+    their variables, so they still run. ``make test`` collects tests/ with the notebooks,
+    so this hook is loaded; a run of the notebooks alone needs ``-p tests.conftest``."""
     tagged = [item for item in items
               if NEEDS_BROWSER in (getattr(getattr(item, "cell", None), "metadata", {}) or {}).get("tags", [])]
     if not tagged:
