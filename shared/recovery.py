@@ -25,9 +25,8 @@ import uuid
 from dataclasses import dataclass
 
 import redis
-from dramatiq.brokers.redis import RedisBroker
 
-from shared.modes.dramatiq.broker import delete_namespace
+from shared.modes.dramatiq.broker import BrokerConfig, delete_namespace, make_broker
 
 QUEUE = "planted"
 
@@ -61,8 +60,8 @@ def calls_until_requeue(redis_url: str, maintenance_chance: int, *, trials: int 
     for _ in range(trials):
         namespace = f"recovery-{uuid.uuid4().hex[:12]}"
         client = redis.Redis.from_url(redis_url)
-        broker = RedisBroker(url=redis_url, namespace=namespace, heartbeat_timeout=1,
-                             maintenance_chance=maintenance_chance)
+        broker = make_broker(redis_url, BrokerConfig(namespace=namespace, heartbeat_timeout=1,
+                                                      maintenance_chance=maintenance_chance))
         try:
             dead, message_id = f"dead-{uuid.uuid4().hex}", uuid.uuid4().hex
             client.hset(f"{namespace}:{QUEUE}.msgs", message_id, "{}")
