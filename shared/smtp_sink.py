@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -198,6 +199,8 @@ def start_controller(handler, host: str, asked_port: int, *, server_hostname: st
     meanwhile); a taken ``asked_port`` raises :class:`PortInUse` naming ``what``.
     ``server_hostname`` skips a reverse-DNS lookup that can hang offline.
     """
+    if asked_port and _taken(host, asked_port):  # aiosmtpd would take ready_timeout to say so
+        raise PortInUse(host, asked_port, what=what)
     for _ in range(5):
         port = asked_port or free_port(host)
         controller = Controller(handler, hostname=host, port=port,
@@ -213,6 +216,17 @@ def start_controller(handler, host: str, asked_port: int, *, server_hostname: st
             continue  # a free port was taken meanwhile: pick another
         return port, controller
     raise RuntimeError(f"could not find a free port for {what}")
+
+
+def _taken(host: str, port: int) -> bool:
+    """Whether a server already listens on ``port`` (bound as asyncio binds: SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def stop_controller(controller: Controller | None) -> None:

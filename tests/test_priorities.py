@@ -127,9 +127,10 @@ def test_the_dramatiq_command_runs_the_same_design(fast_sink):
     assert {job.group for job in outcome.jobs if job.kind == "reset"} == {0}
 
 
-def test_a_failed_email_is_recorded_not_retried(taken_port):
+def test_a_failed_email_is_recorded_not_retried(closed_port):
+    """No provider at all: every attempt is refused at once, recorded, and not tried again."""
     outcome = run_design(Design("dead provider"), newsletter=3, smtp_host="127.0.0.1",
-                         smtp_port=taken_port, timeout=60)
+                         smtp_port=closed_port, timeout=60)
     assert len(outcome.jobs) == 4
     assert all(job.error for job in outcome.jobs)
 
