@@ -320,13 +320,32 @@ class Store:
             _end_attempt(db, job_id, status, span.error)
             _insert_span(db, span)
 
-    def end_attempt(self, job_id: str, status: str, error: str | None = None) -> None:
+    def end_attempt(self, job_id: str, status: str, error: str | None = None, *,
+                    attempt: int | None = None) -> None:
         """Record how the job's current attempt ended: ``done``, ``queued`` (a retry
-        follows; ``error`` is why this one failed) or ``failed`` (with why)."""
+        follows; ``error`` is why this one failed) or ``failed`` (with why).
+
+        Given its ``attempt`` number, only while no later attempt has started: a
+        retry that began on another thread first keeps its own status.
+        """
         if status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
         with self._write() as db:
-            _end_attempt(db, job_id, status, error)
+            if attempt is None:
+                _end_attempt(db, job_id, status, error)
+            else:
+                db.execute("UPDATE jobs SET status = ?, error = ?, finished_at = ? "
+                           "WHERE id = ? AND attempts = ?",
+                           (status, error, time.time(), job_id, attempt))
+
+    def mark_requeued(self, job_id: str, attempts: int) -> bool:
+        """``failed`` -> ``queued`` for a job sent again, unless a worker has started it
+        since (its attempts grew past ``attempts``); True if it changed."""
+        with self._write() as db:
+            changed = db.execute("UPDATE jobs SET status = 'queued' "
+                                 "WHERE id = ? AND status = 'failed' AND attempts = ?",
+                                 (job_id, attempts)).rowcount
+        return changed > 0
 
     def add_span(self, span: Span) -> None:
         """Record one attempt's timing, leaving the job's status alone."""

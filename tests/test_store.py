@@ -145,3 +145,29 @@ def test_a_thread_still_running_keeps_its_connection_and_close_closes_it(tmp_pat
     assert store.open_connections == 0
     with pytest.raises(RuntimeError, match="closed"):
         store.counts()
+
+
+def test_an_attempt_that_ends_late_does_not_overwrite_a_newer_attempt(store):
+    """Dramatiq re-enqueues a retry before the failed attempt's status is written:
+    the retry may start (and even finish) first, and keeps its own status."""
+    [job] = new_jobs("ada@example.com", "r1", kinds=("welcome_email",))
+    store.add_jobs([job])
+    first = store.start_attempt(job.id)
+    second = store.start_attempt(job.id)  # the retry, on another thread
+    store.end_attempt(job.id, "done", attempt=second)
+    store.end_attempt(job.id, "queued", "451 try again", attempt=first)  # late
+    status = store.job(job.id)
+    assert (status.status, status.attempts, status.error) == ("done", 2, None)
+
+
+def test_a_requeued_job_turns_queued_only_if_no_worker_started_it_since(store):
+    [job] = new_jobs("ada@example.com", "r1", kinds=("welcome_email",))
+    store.add_jobs([job])
+    store.start_attempt(job.id)
+    store.end_attempt(job.id, "failed", "550 no such user")
+    attempts = store.job(job.id).attempts
+    assert store.mark_requeued(job.id, attempts)
+    assert store.job(job.id).status == "queued"
+    store.start_attempt(job.id)  # a worker took it again and runs it now
+    assert not store.mark_requeued(job.id, attempts)
+    assert store.job(job.id).status == "running"

@@ -155,14 +155,16 @@ class DramatiqMode(Runner):
     def requeue(self, letter: letters.DeadLetter) -> str:
         """Send a dead job again with fresh retries (fix its cause first); returns the job id.
 
-        The job shows ``queued`` again before its message is back on the queue,
-        so a worker's ``running`` or ``done`` can never be overwritten.
-        :class:`~shared.modes.dramatiq.dead_letters.NotADeadLetter` if it was
-        requeued already: then its status is left as it was.
+        Once the message is back on its queue the job turns from ``failed`` to
+        ``queued``, unless a worker has started it meanwhile (whose ``running``
+        or ``done`` then stands). :class:`~shared.modes.dramatiq.dead_letters.NotADeadLetter`
+        if it was requeued already: then its status is left as it was.
         """
         job_id = letter.message_id
-        with self.status_writer.requeueing(job_id):
-            letters.requeue(self.broker, letter)
+        before = self.store.job(job_id)
+        letters.requeue(self.broker, letter)
+        if before is not None:
+            self.store.mark_requeued(job_id, before.attempts)
         self._requeued.add(job_id)
         return job_id
 

@@ -25,7 +25,7 @@ it returned                        ``done``
 it raised, a retry follows         ``queued``, with this attempt's error
 given up (the message is nacked)   ``failed``, with the reason
 skipped (too old) and not nacked   ``failed``, with the reason
-requeued from the dead letters     ``queued`` (:meth:`StoreStatus.requeueing`)
+requeued from the dead letters     ``queued`` (the mode's ``requeue``)
 ================================  ===========================================
 
 A message is nacked (sent to the dead letters) when Retries gives up, when
@@ -37,8 +37,6 @@ age limit does); the arguments may not even be a job, or a time limit (a
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from dramatiq import Middleware
 
@@ -70,39 +68,29 @@ class StoreStatus(Middleware):
             self._local.attempt = None
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        self._local.attempt = None
+        attempt, self._local.attempt = getattr(self._local, "attempt", None), None
+        self._local.ended = (message.message_id, attempt)  # for the nack that may follow
         if message.failed:
             return  # given up: the nack that follows records it (after_nack)
         if exception is None:
-            self.store.end_attempt(message.message_id, "done")
+            self.store.end_attempt(message.message_id, "done", attempt=attempt)
         else:  # Retries has re-enqueued it, with a delay
-            self.store.end_attempt(message.message_id, "queued", describe(exception))
+            self.store.end_attempt(message.message_id, "queued", describe(exception),
+                                   attempt=attempt)
 
     def after_nack(self, broker, message):
         exception = getattr(message, "_exception", None)  # what was raised, if anything
+        ended_id, attempt = getattr(self._local, "ended", (None, None))
         self._fail(message.message_id, describe(exception) if exception is not None
-                   else "rejected by the worker before it ran (dead-lettered)")
+                   else "rejected by the worker before it ran (dead-lettered)",
+                   attempt if ended_id == message.message_id else None)
 
     def after_skip_message(self, broker, message):
+        self._local.attempt = None  # an earlier middleware skipped it before this one began
         if not message.failed:  # a failed one is nacked next: after_nack records it
             self._fail(message.message_id, "skipped by the worker (too old, or cancelled)")
 
-    @contextmanager
-    def requeueing(self, job_id: str) -> Iterator[None]:
-        """Around sending a dead job's message again: the job shows ``queued`` *before*
-        the message is back on its queue, so it can never overwrite a worker's
-        ``running`` or ``done``; if the send raises, the job's status is put back."""
-        before = self.store.job(job_id)
-        self.store.set_status(job_id, "queued")
-        try:
-            yield
-        except BaseException:
-            now = self.store.job(job_id)
-            if before is not None and now is not None and now.status == "queued":
-                self.store.set_status(job_id, before.status)
-            raise
-
-    def _fail(self, job_id: str, reason: str) -> None:
+    def _fail(self, job_id: str, reason: str, attempt: int | None = None) -> None:
         status = self.store.job(job_id)
         if status is not None and status.status in UNFINISHED:
-            self.store.end_attempt(job_id, "failed", reason)
+            self.store.end_attempt(job_id, "failed", reason, attempt=attempt)
