@@ -72,8 +72,9 @@ def run_job(job: Job, store: Store, settings: Settings, *, will_retry: bool = Fa
     """Run ``job`` once, recording its status and a timing span in ``store``.
 
     On failure the error is recorded, then the exception is raised again, so
-    a caller that retries (Dramatiq) sees it. ``will_retry`` leaves a failed
-    job ``queued`` rather than ``failed``.
+    a caller that retries sees it; ``will_retry`` (lesson 02's thread queue)
+    leaves a failed job ``queued`` rather than ``failed``. The Dramatiq path
+    uses :func:`run_attempt` instead: its status middleware writes the status.
     """
     attempt = store.start_attempt(job.id)
     start = time.perf_counter()

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 
-from shared.modes.dramatiq.broker import BrokerConfig, delete_namespace, make_broker
+from shared.modes.dramatiq.broker import (BrokerConfig, ClosingRedisBroker, delete_namespace,
+                                         make_broker)
 from shared.processes import wait_until
 
 BACKOFF_FACTOR_MS = 5  # Dramatiq's first sleep after an empty answer
@@ -99,7 +99,7 @@ def measure_pickup(redis_url: str, worker_timeouts: Sequence[int], *, queues: in
             for probe, rate in zip(probes, calls)]
 
 
-class _CountingBroker(RedisBroker):
+class _CountingBroker(ClosingRedisBroker):
     """A RedisBroker that counts its ``fetch`` calls (what an idle consumer does)."""
 
     fetches = 0

@@ -214,6 +214,12 @@ def start_controller(handler, host: str, asked_port: int, *, server_hostname: st
             if asked_port:
                 raise PortInUse(host, asked_port, what=what) from None
             continue  # a free port was taken meanwhile: pick another
+        except BaseException:  # e.g. aiosmtpd's TimeoutError: its server may be up already
+            try:
+                controller.stop(no_assert=True)
+            finally:
+                _close_loop(controller)
+            raise
         return port, controller
     raise RuntimeError(f"could not find a free port for {what}")
 

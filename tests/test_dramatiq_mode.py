@@ -335,3 +335,18 @@ def test_code_lines_skip_blanks_comments_and_docstrings(tmp_path, monkeypatch):
     assert package_modules("counted", skip=("demo",)) == ["counted"]
     with pytest.raises(ValueError, match="no module named 'nowhere_at_all'"):
         code_lines("nowhere_at_all")
+
+
+def test_closing_the_course_broker_closes_its_redis_connections(redis_url):
+    """Dramatiq's RedisBroker.close() does nothing; the course's broker closes its sockets."""
+    from shared.modes.dramatiq.broker import BrokerConfig, make_broker
+
+    broker = make_broker(redis_url, BrokerConfig.fresh())
+    broker.client.ping()
+    backend_client = broker.get_results_backend().client
+    backend_client.ping()
+    assert broker.client.connection_pool._created_connections >= 1
+    broker.close()
+    for client in (broker.client, backend_client):
+        pool = client.connection_pool
+        assert all(c._sock is None for c in pool._available_connections), "a socket stayed open"

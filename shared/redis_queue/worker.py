@@ -65,7 +65,9 @@ class Worker:
             return
         if self.idempotent and not self.queue.redis.set(
                 self.queue.once(job.id), self.name, nx=True, ex=ONCE_SECONDS):
-            self.store.set_status(job.id, "done")  # an earlier attempt already did it
+            # An earlier attempt claimed it: done, or (if its worker died after the
+            # claim) never to be done. At most once: lesson 03 names that side.
+            self.store.set_status(job.id, "done")
             return
         try:
             run_job(job, self.store, self.settings)

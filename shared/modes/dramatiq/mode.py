@@ -29,7 +29,7 @@ from shared.job import Job
 from shared.modes.base import POLL_SECONDS, Closed, Runner
 from shared.modes.dramatiq import dead_letters as letters
 from shared.modes.dramatiq.broker import (QUEUES, BrokerConfig, delete_namespace, job_message,
-                                          make_broker, queue_of, results_backend)
+                                          make_broker, queue_of)
 from shared.modes.dramatiq.status import StoreStatus
 from shared.modes.dramatiq.workers import Supervisor, WorkerGroup, log_folder, remove_folder
 from shared.retry_policy import EMAIL_MAX_BACKOFF, EMAIL_MAX_RETRIES, EMAIL_MIN_BACKOFF
@@ -64,7 +64,7 @@ class DramatiqMode(Runner):
             email_max_retries=c["max_retries"], email_min_backoff=c["min_backoff"],
             email_max_backoff=c["max_backoff"])
         self.broker = make_broker(self.settings.redis_url, self.broker_config)
-        self.results = results_backend(self.settings.redis_url, self.broker_config)
+        self.results = self.broker.get_results_backend()  # the one make_broker attached
         self.status_writer = StoreStatus(self.store)
         #: also called with the line logged when a group is restarted (e.g. ``print``)
         self.announce: Callable[[str], None] | None = None
