@@ -38,7 +38,7 @@ from typing import IO, Any
 
 import psutil
 
-__all__ = ["LoggedChild", "become_subreaper", "kill_descendants", "start_child", "stop_tree",
+__all__ = ["LoggedChild", "alive", "become_subreaper", "kill_descendants", "start_child", "stop_tree",
            "wait_until"]
 
 PR_SET_PDEATHSIG = 1
@@ -237,7 +237,7 @@ def kill_descendants(timeout: float = 1.0) -> int:
     killed: set[int] = set()
     deadline = time.monotonic() + timeout
     while True:
-        live = [p for p in _descendants(me) if _alive(p)]
+        live = [p for p in _descendants(me) if alive(p)]
         for found in live:
             try:
                 found.send_signal(signal.SIGKILL)
@@ -307,7 +307,7 @@ def _signal_all(processes: list[psutil.Process], group: int | None, signum: int)
             pass
 
 
-def _alive(process: psutil.Process) -> bool:
+def alive(process: psutil.Process) -> bool:
     """Running, that is: neither gone nor a zombie."""
     try:
         return process.status() != psutil.STATUS_ZOMBIE
@@ -321,7 +321,7 @@ def _wait_gone(processes: list[psutil.Process], root: subprocess.Popen[Any] | in
     while True:
         if isinstance(root, subprocess.Popen):
             root.poll()  # reaps our child, so it does not linger as a zombie
-        left = [p for p in processes if _alive(p)]
+        left = [p for p in processes if alive(p)]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(POLL_SECONDS)

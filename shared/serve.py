@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # a plain `kill` cleans up like Ctrl-C
     _print_mode_messages()
     with ExitStack() as stack:
+        app = None
         try:
             refuse = refuse_share(args.refuse_share) if args.refuse_share else None
             sink = stack.enter_context(SmtpSink(delay=args.email_delay, refuse=refuse,
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             server = BackgroundServer(app, threaded=not args.single_thread, host=args.host,
                                       port=args.port, on_request=_print_request).listen()
         except (PortInUse, OSError, RedisUnavailable, ValueError) as exc:
+            if app is not None:  # the runner started its workers: stop them, drop its keys
+                state(app).close(timeout=0)
             print(f"error: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
             return 2
         try:  # a Ctrl-C while the banner prints cleans up too

@@ -72,3 +72,26 @@ def test_a_down_provider_fails_the_email_job_with_a_readable_error(mode, closed_
     finally:
         server.stop()
         state(app).close(timeout=DEADLINE)
+
+
+def test_wait_never_skips_a_job_added_while_it_checked(store):
+    """A job queued just after wait() saw everything finished is waited for next time."""
+    from shared.job import new_jobs
+    from shared.modes.base import Runner
+    from shared.settings import Settings
+
+    runner = Runner(store, Settings())
+    check = store.progress_since
+    calls = []
+
+    def check_then_a_signup_lands(seq):
+        answer = check(seq)
+        calls.append(answer)
+        if len(calls) == 2:  # wait()'s first check, which finds everything finished
+            store.add_jobs(new_jobs("late@example.com", "late", kinds=("avatar",)))
+        return answer
+
+    store.progress_since = check_then_a_signup_lands
+    assert runner.wait(timeout=1.0)
+    store.progress_since = check
+    assert not runner.wait(timeout=0.1), "the late job is still queued: wait() must not skip it"

@@ -115,8 +115,11 @@ class Runner:
         from shared.progress import progress_bar  # noqa: PLC0415 - tqdm only when asked
 
         _, total = self.store.progress_since(self._bookmark)
+        newest = self._bookmark
 
         def all_finished() -> bool:
+            nonlocal newest
+            newest = self.store.last_seq()  # read first: a job added after the check stays ahead
             finished, total = self.store.progress_since(self._bookmark)
             bar.update(finished - bar.n)
             return finished == total
@@ -126,7 +129,7 @@ class Runner:
                 wait_until(all_finished, timeout, "every job to finish", interval=POLL_SECONDS)
             except TimeoutError:
                 return False
-        self._bookmark = self.store.last_seq()
+        self._bookmark = newest
         return True
 
     def __repr__(self) -> str:

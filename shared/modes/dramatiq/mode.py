@@ -133,12 +133,13 @@ class DramatiqMode(Runner):
         if progress and not super().wait(timeout, progress):
             return False
         while True:
+            newest, checked = self.store.last_seq(), set(self._requeued)  # before the check
             finished, total = self.store.progress_since(self._bookmark)
-            requeued = [job for job in map(self.store.job, sorted(self._requeued))
+            requeued = [job for job in map(self.store.job, sorted(checked))
                         if job is not None and job.status in ("queued", "running")]
             if finished == total and not requeued:
-                self._bookmark = self.store.last_seq()
-                self._requeued.clear()
+                self._bookmark = newest  # a job added during the check is still ahead
+                self._requeued -= checked
                 return True
             if time.monotonic() > deadline:
                 return False

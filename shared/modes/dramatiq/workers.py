@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import psutil
 
-from shared.processes import LoggedChild, wait_until
+from shared.processes import LoggedChild, alive, wait_until
 
 ACTORS_MODULE = "shared.modes.dramatiq.actors"
 SHUTDOWN_MS = 5_000  # how long a worker may finish its jobs when told to stop
@@ -103,7 +103,7 @@ class WorkerGroup:
         (the forkserver has the workers), leaving out multiprocessing's helpers.
         """
         try:
-            descendants = [p for p in psutil.Process(self.pid).children(recursive=True) if _alive(p)]
+            descendants = [p for p in psutil.Process(self.pid).children(recursive=True) if alive(p)]
         except psutil.NoSuchProcess:
             return []
         parents = {_ppid(p) for p in descendants}
@@ -238,8 +238,3 @@ def _helper(process: psutil.Process) -> bool:
     return "multiprocessing.resource_tracker" in command
 
 
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
