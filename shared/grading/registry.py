@@ -19,6 +19,7 @@ LESSONS: dict[str, str] = {
     "04_": "shared.grading.lesson04",
     "05_": "shared.grading.lesson05",
     "06_": "shared.grading.lesson06",
+    "07_": "shared.grading.lesson07",
 }
 
 
