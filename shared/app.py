@@ -134,7 +134,9 @@ def _signup(app_state: AppState):
             email = parse_signup(request.content_type, request.get_data(cache=False))
         with timing.measure("account"):
             jobs = new_jobs(email, request_id, runner.kinds)
-            app_state.store.create_account(email, jobs)
+            # With an outbox, the jobs' rows are written in the account's transaction.
+            app_state.store.create_account(email, jobs,
+                                           outbox=getattr(runner, "uses_outbox", False))
     except InvalidSignup as exc:
         return _answer({"error": str(exc)}, exc.status, request_id, timing)
     except AccountExists:

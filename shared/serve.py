@@ -112,7 +112,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _mode_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options given on the command line that the mode takes (others: a clear error)."""
     given = {"workers": args.workers, "queue_size": args.queue_size}
-    return {name: value for name, value in given.items() if value is not None}
+    if args.mode == "dramatiq":
+        given["metrics"] = 1  # Prometheus on 127.0.0.1, printed in the banner (lesson 07)
+    options = {name: value for name, value in given.items() if value is not None}
+    if "outbox" in MODES[args.mode].options:
+        options["outbox"] = 1  # lesson 07: a signup's jobs go through the outbox
+    return options
 
 
 def _interrupt(signum, frame) -> None:
@@ -130,10 +135,18 @@ def _print_banner(args, server: BackgroundServer, sink: SmtpSink, app) -> None:
         f"smtp:    {sink.host}:{sink.port} (answers after {sink.delay:g} s"
         f"{f', refuses {args.refuse_share:.0%} of attempts with 451' if args.refuse_share else ''})\n"
         f"{redis}"
+        f"{_metrics_lines(state(app).runner)}"
         f"try:     curl -i -X POST {server.url}/signup -H 'Content-Type: application/json' "
         f"-d '{{\"email\": \"ada@example.com\"}}'\n"
         f"status:  curl {server.url}/jobs/<id from the answer>\n"
         f"Ctrl-C stops everything.")
+
+
+def _metrics_lines(runner) -> str:
+    """One ``metrics:`` line per worker group that exports Prometheus metrics (lesson 07)."""
+    urls = getattr(runner, "metrics_urls", {})
+    return "".join(f"metrics: {url} ({name} group, Prometheus; bound to 127.0.0.1 only)\n"
+                   for name, url in urls.items())
 
 
 class _SayHandler(logging.Handler):

@@ -49,6 +49,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at  REAL,
     finished_at REAL
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id        TEXT NOT NULL UNIQUE,
+    claimed_by    TEXT,
+    claimed_until REAL,
+    sent_at       REAL
+);
 CREATE TABLE IF NOT EXISTS spans (
     job_id     TEXT NOT NULL,
     request_id TEXT NOT NULL,
@@ -224,11 +231,15 @@ class Store:
 
     # -- accounts ------------------------------------------------------------
 
-    def create_account(self, email: str, jobs: Iterable[QueuedJob] = ()) -> None:
+    def create_account(self, email: str, jobs: Iterable[QueuedJob] = (), *,
+                       outbox: bool = False) -> None:
         """Create the account and queue its jobs in one transaction.
 
-        Raises :class:`AccountExists` when the address (any case) is taken.
+        ``outbox``: also write one outbox row per job, in the same transaction,
+        for a relay to send (:meth:`claim_unsent`). Raises
+        :class:`AccountExists` when the address (any case) is taken.
         """
+        jobs = list(jobs)
         with self._write() as db:
             try:
                 db.execute("INSERT INTO accounts (email, created_at) VALUES (?, ?)",
@@ -236,12 +247,16 @@ class Store:
             except sqlite3.IntegrityError:
                 raise AccountExists(email) from None
             self._insert_jobs(db, jobs)
+            if outbox:
+                db.executemany("INSERT INTO outbox (job_id) VALUES (?)", [(j.id,) for j in jobs])
 
     def forget_signup(self, email: str, job_ids: Iterable[str]) -> None:
         """Undo a signup whose jobs were refused: delete the account and those jobs."""
         with self._write() as db:
             db.execute("DELETE FROM accounts WHERE email = ?", (email,))
-            db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id in job_ids])
+            ids = [(job_id,) for job_id in job_ids]
+            db.executemany("DELETE FROM jobs WHERE id = ?", ids)
+            db.executemany("DELETE FROM outbox WHERE job_id = ?", ids)
 
     def account(self, email: str) -> Account | None:
         row = self._db().execute(
@@ -377,6 +392,37 @@ class Store:
             "SELECT COALESCE(SUM(status IN ('done', 'failed')), 0), COUNT(*) "
             "FROM jobs WHERE seq > ?", (seq,)).fetchone()
         return row[0], row[1]
+
+    # -- the outbox ----------------------------------------------------------
+
+    def claim_unsent(self, relay: str, *, limit: int = 100,
+                     lease_seconds: float = 30.0) -> list[JobStatus]:
+        """Claim up to ``limit`` unsent outbox jobs for ``relay``, oldest first.
+
+        One write transaction: two relays never claim the same row. A claim
+        lasts ``lease_seconds``; after that (its relay died) any relay may
+        claim the row again. A relay always gets back its own claims.
+        """
+        now = time.time()
+        with self._write() as db:
+            db.execute("UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE seq IN ("
+                       "SELECT seq FROM outbox WHERE sent_at IS NULL AND (claimed_by = ? OR "
+                       "claimed_until IS NULL OR claimed_until < ?) ORDER BY seq LIMIT ?)",
+                       (relay, now + lease_seconds, relay, now, limit))
+            rows = db.execute(
+                f"SELECT {_JOB_COLUMNS.replace('id,', 'jobs.id,', 1)} FROM outbox "
+                "JOIN jobs ON jobs.id = outbox.job_id WHERE outbox.claimed_by = ? "
+                "AND outbox.sent_at IS NULL ORDER BY outbox.seq", (relay,)).fetchall()
+        return [JobStatus(*row) for row in rows]
+
+    def mark_sent(self, job_id: str) -> None:
+        """The relay sent this job's message: the outbox row is done."""
+        with self._write() as db:
+            db.execute("UPDATE outbox SET sent_at = ? WHERE job_id = ?", (time.time(), job_id))
+
+    def unsent(self) -> int:
+        """How many outbox rows wait for the relay."""
+        return self._db().execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
 
     # -- spans ---------------------------------------------------------------
 

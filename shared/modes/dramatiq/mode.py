@@ -28,10 +28,12 @@ from dramatiq import Message
 from shared.job import Job
 from shared.modes.base import POLL_SECONDS, Closed, Runner
 from shared.modes.dramatiq import dead_letters as letters
+from shared.modes.dramatiq import metrics
 from shared.modes.dramatiq.broker import (QUEUES, BrokerConfig, delete_namespace, job_message,
                                           make_broker, queue_of)
+from shared.modes.dramatiq.outbox import OutboxRelay
 from shared.modes.dramatiq.status import StoreStatus
-from shared.modes.dramatiq.workers import Supervisor, WorkerGroup, log_folder, remove_folder
+from shared.modes.dramatiq.workers import Supervisor, log_folder, remove_folder
 from shared.retry_policy import EMAIL_MAX_BACKOFF, EMAIL_MAX_RETRIES, EMAIL_MIN_BACKOFF
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,10 @@ class DramatiqMode(Runner):
     #: silent worker may hold its messages (ms); the email's retries and their backoff (ms)
     options = {"workers": 2, "threads": 4, "worker_timeout": 100, "heartbeat_timeout": 5_000,
                "max_retries": EMAIL_MAX_RETRIES,
-               "min_backoff": EMAIL_MIN_BACKOFF, "max_backoff": EMAIL_MAX_BACKOFF}
-    _least = {"max_retries": 0}  # every other option: at least 1
+               "min_backoff": EMAIL_MIN_BACKOFF, "max_backoff": EMAIL_MAX_BACKOFF,
+               "outbox": 0,
+               "metrics": 0}  # metrics: 1 = Prometheus on 127.0.0.1, one port per group (lesson 07)
+    _least = {"max_retries": 0, "outbox": 0, "metrics": 0}  # every other option: at least 1
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -70,13 +74,22 @@ class DramatiqMode(Runner):
         self.announce: Callable[[str], None] | None = None
         self._requeued: set[str] = set()
         self._folder = log_folder()
+        group = metrics.group_factory(bool(c["metrics"]), self._folder)  # lesson 07
         self.groups = [
-            WorkerGroup("email", (queue_of("welcome_email"),), 1, EMAIL_THREADS, self._folder),
-            WorkerGroup("avatars", (queue_of("avatar"),), c["workers"], c["threads"],
+            group("email", (queue_of("welcome_email"),), 1, EMAIL_THREADS, self._folder),
+            group("avatars", (queue_of("avatar"),), c["workers"], c["threads"],
                         self._folder)]
         env = {**os.environ, **self.settings.to_env(), **self.broker_config.to_env(),
                "dramatiq_worker_timeout": str(c["worker_timeout"]), "PYTHONUNBUFFERED": "1"}
         self.supervisor = Supervisor(self.groups, env, self._say)
+        #: outbox=1 (lesson 07): a signup writes its jobs to the outbox in its own transaction,
+        #: and this relay sends them, so a signup never waits for, nor is lost to, a down Redis
+        self.relay = (OutboxRelay(self.store, self.submit).start() if c["outbox"] else None)
+
+    @property
+    def uses_outbox(self) -> bool:
+        """Whether the app writes a signup's jobs to the outbox (the relay sends them)."""
+        return self.relay is not None
 
     def _check_config(self) -> None:
         for option, value in self.config.items():
@@ -84,6 +97,9 @@ class DramatiqMode(Runner):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"the dramatiq mode's option {option} must be a whole number "
                                  f">= {least}, got {value!r}")
+        if self.config["outbox"] > 1:
+            raise ValueError(f"the dramatiq mode's option outbox must be 0 or 1, "
+                             f"got {self.config['outbox']!r}")
         if self.config["max_backoff"] < self.config["min_backoff"]:
             raise ValueError(f"the dramatiq mode's option max_backoff ({self.config['max_backoff']}"
                              f" ms) must be >= min_backoff ({self.config['min_backoff']} ms)")
@@ -100,13 +116,22 @@ class DramatiqMode(Runner):
                 " and ".join(group.describe() for group in self.groups) +
                 f"; the email retries transient errors up to {c['max_retries']} times "
                 f"(backoff {c['min_backoff']}-{c['max_backoff']} ms); "
-                f"namespace {self.broker_config.namespace}")
+                f"namespace {self.broker_config.namespace}" +
+                ("; outbox on: a relay sends each signup's jobs after its commit"
+                 if self.relay is not None else ""))
 
     # -- jobs ----------------------------------------------------------------
 
     def submit(self, job: Job) -> None:
         """Send the job's message to its kind's queue in Redis; that kind's group picks it up."""
         self.broker.enqueue(job_message(job))
+
+    def submit_all(self, jobs: list[Job]) -> None:
+        """Send a signup's jobs; with the outbox on, they are in the outbox: wake the relay."""
+        if self.relay is not None:
+            self.relay.wake()
+        else:
+            super().submit_all(jobs)
 
     def result(self, job_id: str, *, timeout: float = 10.0) -> dict:
         """The value the job's actor returned, from the Results backend in Redis.
@@ -181,6 +206,11 @@ class DramatiqMode(Runner):
         """How many times a group was started again, all groups together."""
         return self.supervisor.restarts
 
+    @property
+    def metrics_urls(self) -> dict[str, str]:
+        """Each group's Prometheus address when the ``metrics`` option is on (lesson 07), else {}."""
+        return metrics.metrics_urls(self.groups)
+
     def command_lines(self) -> list[str]:
         """The commands as you would type them, one per group."""
         return [group.command_line() for group in self.groups]
@@ -229,6 +259,8 @@ class DramatiqMode(Runner):
         """Let the queued jobs finish (up to ``timeout`` s), stop the groups, delete the run's keys."""
         deadline = time.monotonic() + timeout
         self.wait(timeout)
+        if self.relay is not None:
+            self.relay.stop(max(0.5, deadline - time.monotonic()))
         self.supervisor.stop(max(0.5, deadline - time.monotonic()))
         counts = self.store.counts()
         delete_namespace(self.settings.redis_url, self.broker_config.namespace)

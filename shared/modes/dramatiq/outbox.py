@@ -1,0 +1,100 @@
+"""The outbox relay: send the jobs a signup wrote to the outbox, once Redis takes them.
+
+With the outbox on, a signup writes its account, its jobs and one outbox row
+per job in ONE database transaction, and sends nothing: the answer never
+waits for Redis, and a commit is never followed by a send that fails. This
+thread sends each unsent row's message, then marks the row sent:
+
+- send, then mark: a failed send leaves the row unsent, to try again; a crash
+  between the two sends the message again on the next pass (at least once,
+  never zero). The message id is the job id, so the job can tell (lesson 06).
+- claims: rows are claimed for a while in one transaction, so two relays
+  (two web processes) never send the same row at the same time.
+- an error ends the pass, not the thread: it waits, then tries again, and
+  keeps the order of the rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+
+from shared.job import Job
+from shared.store import JobStatus, Store
+
+log = logging.getLogger(__name__)
+
+PAUSE_SECONDS = 0.05  # between passes with nothing to send (a signup wakes the relay at once)
+MAX_PAUSE_SECONDS = 1.0  # between passes while the broker refuses
+LEASE_SECONDS = 30.0
+
+
+class OutboxRelay:
+    """A thread that sends the outbox's unsent jobs with ``send`` and marks each one sent."""
+
+    def __init__(self, store: Store, send: Callable[[Job], object], *,
+                 pause: float = PAUSE_SECONDS, lease: float = LEASE_SECONDS) -> None:
+        self.store, self.send = store, send
+        self.pause, self.lease = pause, lease
+        self.name = f"outbox-relay-{uuid.uuid4().hex[:8]}"
+        self.sent = 0
+        self.failed_passes = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+
+    def start(self) -> OutboxRelay:
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """Run a pass now (a signup just wrote rows)."""
+        self._wake.set()
+
+    def relay_once(self) -> int:
+        """Send the claimed rows in order, marking each one sent; stop at the first failure.
+
+        Returns how many were sent; raises what the failed send raised.
+        """
+        sent = 0
+        for row in self.store.claim_unsent(self.name, lease_seconds=self.lease):
+            self.send(_job(row))  # first send...
+            self.store.mark_sent(row.id)  # ...then mark: a failure in between sends it again
+            sent += 1
+            self.sent += 1
+        return sent
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop after the current pass; unsent rows stay in the outbox for the next relay."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        pause = self.pause
+        while not self._stop.is_set():
+            try:
+                self.relay_once()
+            except Exception as exc:  # noqa: BLE001 - broker down (or any send error): keep the rows
+                self.failed_passes += 1
+                if pause == self.pause:
+                    log.info("outbox relay: cannot send (%s); %d job(s) wait in the outbox",
+                             type(exc).__name__, self.store.unsent())
+                pause = min(pause * 2, MAX_PAUSE_SECONDS)
+            else:
+                if pause != self.pause:
+                    log.info("outbox relay: sending again")
+                pause = self.pause
+            self._wake.wait(pause)
+            self._wake.clear()
+
+
+def _job(row: JobStatus) -> Job:
+    return Job(row.id, row.kind, row.email, row.request_id, row.enqueued_at)
