@@ -85,8 +85,8 @@ class OutboxRelay:
             except Exception as exc:  # noqa: BLE001 - broker down (or any send error): keep the rows
                 self.failed_passes += 1
                 if pause == self.pause:
-                    log.info("outbox relay: cannot send (%s); %d job(s) wait in the outbox",
-                             type(exc).__name__, self.store.unsent())
+                    log.info("outbox relay: cannot send (%s: %s); the jobs wait in the outbox",
+                             type(exc).__name__, exc)
                 pause = min(pause * 2, MAX_PAUSE_SECONDS)
             else:
                 if pause != self.pause:
