@@ -41,11 +41,14 @@ class WorkerGroup:
     """One ``dramatiq`` command (a main process and its worker processes) reading some queues.
 
     Each start (the first, and every restart) has a log of its own in ``folder``.
+    ``shutdown_ms`` is ``--worker-shutdown-timeout``: how long each worker process,
+    told to stop, waits for its running jobs before it exits without them.
     """
 
     def __init__(self, name: str, queues: tuple[str, ...], processes: int, threads: int,
-                 folder: Path) -> None:
+                 folder: Path, *, shutdown_ms: int = SHUTDOWN_MS) -> None:
         self.name, self.queues, self.processes, self.threads = name, queues, processes, threads
+        self.shutdown_ms = shutdown_ms
         self.restarts = 0
         self.started_at = 0.0
         self.child: LoggedChild | None = None
@@ -56,7 +59,7 @@ class WorkerGroup:
         """The command that starts the group."""
         return [sys.executable, "-m", "dramatiq", ACTORS_MODULE, "--queues", *self.queues,
                 "-p", str(self.processes), "-t", str(self.threads),
-                "--worker-shutdown-timeout", str(SHUTDOWN_MS)]
+                "--worker-shutdown-timeout", str(self.shutdown_ms)]
 
     def command_line(self) -> str:
         """The command as you would type it
