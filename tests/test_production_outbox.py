@@ -118,3 +118,32 @@ def test_the_dramatiq_mode_with_the_outbox_answers_202_while_redis_is_down_and_m
 def test_the_outbox_option_takes_0_or_1():
     with pytest.raises(ValueError, match="outbox must be 0 or 1"):
         create_app("dramatiq", redis_url="redis://127.0.0.1:1/0", outbox=2)
+
+
+def test_without_the_outbox_a_send_that_fails_after_the_commit_loses_the_signup(fast_sink):
+    """The bug the outbox fixes: 500, the account committed, its jobs queued for good, and a
+    retry by the client is refused (409)."""
+    redis = EmbeddedRedis(free_port()).start()
+    app = create_app("dramatiq", redis_url=redis.url, smtp_host=fast_sink.host,
+                     smtp_port=fast_sink.port, workers=1, threads=2)
+    store, client = state(app).store, app.test_client()
+    try:
+        redis.stop()
+        answer = client.post("/signup", json={"email": "lost@example.com"})
+        assert answer.status_code == 500
+        assert store.account("lost@example.com") is not None
+        assert store.counts()["queued"] == 2 and store.unsent() == 0
+        redis.start()
+        assert client.post("/signup", json={"email": "lost@example.com"}).status_code == 409
+        for job in store.jobs():
+            store.set_status(job.id, "failed", "lost: never sent")  # so close() need not wait
+    finally:
+        state(app).close(timeout=DEADLINE)
+        redis.stop()
+
+
+def test_make_serve_turns_the_outbox_on_for_the_dramatiq_mode_only():
+    from shared.serve import _mode_options, _parse
+
+    assert _mode_options(_parse(["--mode", "dramatiq"]))["outbox"] == 1
+    assert "outbox" not in _mode_options(_parse(["--mode", "redis-queue"]))
