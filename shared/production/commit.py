@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import dramatiq.worker
 from dramatiq.middleware import Middleware
@@ -25,6 +26,13 @@ from shared.redis_server import EmbeddedRedis
 from shared.retries.lab import RetryLab
 from shared.smtp_sink import SmtpSink
 from shared.store import BUSY_SECONDS, Store
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: What became of one signup's welcome email, in the figure's order.
+OUTCOMES = ("mailed once", "mailed twice or more", "job failed: no such account", "never sent")
+OUTCOME_COLOURS = ("tab:green", "tab:orange", "tab:red", "tab:gray")
 
 #: seconds a worker's consumer waits after a lost connection before it reconnects
 #: (Dramatiq's ``dramatiq_restart_delay``, 3 s by default, read when ``dramatiq.worker`` is
@@ -145,6 +153,23 @@ class CommitLab:
         """Address -> how many welcome emails the SMTP sink received for it."""
         return Counter(r for message in self.sink.inbox for r in message.recipients)
 
+    def outcomes(self, emails: list[str]) -> dict[str, int]:
+        """How many of ``emails`` ended in each of :data:`OUTCOMES`."""
+        mailed = self.mailed()
+        failed = {a.args[0] for a in self.worker.attempts()
+                  if (a.error or "").startswith(NoSuchAccount.__name__) and a.args}
+        counts = dict.fromkeys(OUTCOMES, 0)
+        for email in emails:
+            if mailed[email] == 1:
+                counts["mailed once"] += 1
+            elif mailed[email] > 1:
+                counts["mailed twice or more"] += 1
+            elif email in failed:
+                counts["job failed: no such account"] += 1
+            else:
+                counts["never sent"] += 1
+        return counts
+
     def accounts(self) -> list[str]:
         """Every committed account's address, oldest first."""
         rows = self.store._db().execute("SELECT email FROM accounts ORDER BY created_at")
@@ -177,3 +202,24 @@ class CommitLab:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def plot_outcomes(runs: dict[str, dict[str, int]]) -> Figure:
+    """One horizontal bar per run, split by what became of each signup's email."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - only the figure needs it
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    names = list(runs)[::-1]
+    left: list[int] = [0] * len(names)
+    for outcome, colour in zip(OUTCOMES, OUTCOME_COLOURS, strict=True):
+        widths = [runs[name][outcome] for name in names]
+        ax.barh(names, widths, left=left, color=colour, label=outcome)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("committed signups")
+    ax.set_xlim(0, max(left, default=0) or 1)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=len(OUTCOMES), frameon=False)
+    ax.set_title("What became of each committed signup's welcome email")
+    fig.tight_layout()
+    return fig
