@@ -147,3 +147,57 @@ def test_make_serve_turns_the_outbox_on_for_the_dramatiq_mode_only():
 
     assert _mode_options(_parse(["--mode", "dramatiq"]))["outbox"] == 1
     assert "outbox" not in _mode_options(_parse(["--mode", "redis-queue"]))
+
+
+# -- the lesson's lab (shared.production.commit) ---------------------------------------------
+
+
+def test_the_lab_counts_the_race_the_lost_sends_and_leaves_nothing_behind():
+    import time
+
+    import dramatiq.worker
+    import redis as redis_client
+
+    from shared.production.commit import CommitLab, NoSuchAccount
+
+    saved = dramatiq.worker.CONSUMER_RESTART_DELAY_SECS
+    lab = CommitLab().start()
+    try:
+        @lab.actor(max_retries=0)
+        def welcome(email):
+            if lab.store.account(email) is None:
+                raise NoSuchAccount(email)
+
+        lab.run()
+        db = lab.connect()
+        for i in range(3):  # the transaction stays open far longer than the worker's pickup
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO accounts (email, created_at) VALUES (?, ?)",
+                       (f"in{i}@example.com", time.time()))
+            welcome.send(f"in{i}@example.com")
+            time.sleep(0.3)
+            db.execute("COMMIT")
+        lab.wait(DEADLINE)
+        assert lab.no_account() >= 1, "no job ran before its commit, with a 0.3 s window"
+        for i in range(3):
+            lab.store.create_account(f"after{i}@example.com")
+            welcome.send(f"after{i}@example.com")
+        lab.wait(DEADLINE)
+        after = lab.outcomes([f"after{i}@example.com" for i in range(3)])
+        assert after["job failed: no such account"] == 0
+        failed = 0
+        with lab.redis_down():
+            for i in range(2):
+                lab.store.create_account(f"down{i}@example.com")
+                try:
+                    welcome.send(f"down{i}@example.com")
+                except redis_client.ConnectionError:
+                    failed += 1
+        lab.wait(DEADLINE)  # only what Redis took is waited for
+        assert failed == 2
+        assert lab.outcomes([f"down{i}@example.com" for i in range(2)])["never sent"] == 2
+        assert len(lab.accounts()) == 8
+    finally:
+        left = lab.close()
+    assert left.total == 0, left
+    assert dramatiq.worker.CONSUMER_RESTART_DELAY_SECS == saved
