@@ -144,9 +144,11 @@ class Lab:
                     "dramatiq_worker_timeout": str(WORKER_TIMEOUT), "PYTHONUNBUFFERED": "1"}
         self.groups: list[WorkerGroup] = []
         self.pids: dict[str, set[int]] = {}  # group name -> its main and worker processes
+        self.started_at: dict[str, float] = {}  # group name -> when its command started (Unix time)
         self.ready_at: dict[str, float] = {}  # group name -> when all its workers consumed (Unix time)
         self.jobs: list[Job] = []
         self._senders: list[threading.Thread] = []
+        self._sending = threading.Event()
 
     # -- worker groups -----------------------------------------------------------------
 
@@ -154,6 +156,7 @@ class Lab:
                     shutdown_ms: int = 5_000, wait: bool = True) -> WorkerGroup:
         """Start ``dramatiq shared.modes.dramatiq.actors --queues email ...``; wait until it consumes."""
         group = WorkerGroup(name, (QUEUE,), processes, threads, self.folder, shutdown_ms=shutdown_ms)
+        self.started_at[name] = time.time()
         group.start(self.env)
         self.groups.append(group)
         self.pids[name] = {group.pid}
@@ -197,27 +200,36 @@ class Lab:
             self.broker.enqueue(job_message(job))
         return batch
 
-    def send_steadily(self, count: int, every: float) -> None:
-        """Queue ``count`` jobs, one every ``every`` seconds, from a thread (:meth:`join_senders`)."""
+    def keep_sending(self, every: float) -> None:
+        """Queue a job every ``every`` seconds, from a thread, until :meth:`stop_sending`."""
         def run() -> None:
-            for _ in range(count):
+            while not self._sending.wait(every):
                 self.send(1)
-                time.sleep(every)
+        self._sending.clear()
         sender = threading.Thread(target=run, name="shutdown-lab-sender")
         self._senders.append(sender)
         sender.start()
 
-    def join_senders(self, timeout: float = 30.0) -> None:
+    def stop_sending(self, timeout: float = 10.0) -> None:
+        """Stop the senders :meth:`keep_sending` started, and wait for them."""
+        self._sending.set()
         for sender in self._senders:
             sender.join(timeout)
             if sender.is_alive():
-                raise TimeoutError(f"the lab's sender did not finish within {timeout:g} s")
+                raise TimeoutError(f"the lab's sender did not stop within {timeout:g} s")
         self._senders.clear()
 
-    def wait_running(self, count: int, timeout: float = 30.0) -> None:
-        """Wait until ``count`` jobs are running at once (every worker thread busy, say)."""
-        wait_until(lambda: self.where().running >= count, timeout,
-                   f"{count} jobs running at once", problem=self._problem)
+    def wait_running(self, count: int, timeout: float = 30.0) -> frozenset[str]:
+        """Wait until ``count`` jobs run at once (every worker thread busy, say); return their ids."""
+        found: frozenset[str] = frozenset()
+
+        def enough() -> bool:
+            nonlocal found
+            found = frozenset(self.running_ids())
+            return len(found) >= count
+
+        wait_until(enough, timeout, f"{count} jobs running at once", problem=self._problem)
+        return found
 
     def wait_done(self, timeout: float = DONE_SECONDS) -> None:
         """Wait until every job sent so far is done."""
@@ -266,6 +278,11 @@ class Lab:
                 found[job.id] = self.group_of(int(result["pid"]))
         return found
 
+    def longest_wait(self) -> float:
+        """The longest a job waited between being sent and its (last) run starting, in seconds."""
+        return max((job.started_at - job.enqueued_at for job in self.store.jobs()
+                    if job.started_at is not None), default=0.0)
+
     def bars(self) -> list[tuple[float, float, str | None]]:
         """Each job's last run (start, end, Unix times) and the group that ran it, in sending order."""
         ran_by = self.ran_by()
@@ -274,7 +291,7 @@ class Lab:
 
     def rollout(self, marks: dict[str, float], old_exit_code: int) -> Rollout:
         """Count a rolling restart, once every job is done."""
-        return Rollout(marks, old_exit_code, self.tally(), self.ran_by(), self.bars())
+        return Rollout(marks, old_exit_code, self.tally(), self.ran_by(), self.bars(), self.longest_wait())
 
     def close(self) -> None:
         """Stop every group (SIGTERM to its main process, then whatever is left) and sender;
@@ -284,7 +301,7 @@ class Lab:
         for group in self.groups:
             if group.child is not None:
                 group.stop(timeout=10.0)
-        self.join_senders()
+        self.stop_sending()
         delete_namespace(self.redis_url, self.config.namespace)
         self.broker.close()
         self.client.close()
@@ -366,8 +383,7 @@ def interrupt(redis_url: str, stop: Stop, *, name: str = "", jobs: int = 12,
     with Lab(redis_url, email_delay=email_delay) as lab:
         old = lab.start_group("old", processes=processes, threads=threads, shutdown_ms=shutdown_ms)
         lab.send(jobs)
-        lab.wait_running(processes * threads)
-        running = frozenset(lab.running_ids())
+        running = lab.wait_running(processes * threads)
         signal_at = time.time()
         stop(old)
         code = lab.wait_exit(old)
@@ -396,6 +412,7 @@ class Rollout:
     tally: Tally
     ran_by: dict[str, str | None]  # job id -> the group that ran it
     bars: list[tuple[float, float, str | None]]  # each job's run and its group, for a figure
+    longest_wait: float  # seconds, the longest a job waited from sent to started
 
 
 def run_parallel(**experiments: Callable[[], Any]) -> dict[str, Any]:
@@ -439,10 +456,10 @@ def plot_shutdowns(runs: dict[str, Interruption], *, heartbeat_timeout: int = HE
 
 def plot_rolling(jobs: list[tuple[float, float, str | None]], marks: dict[str, float]):
     """Each job as a bar from its start to its end, coloured by the group that ran it, with the
-    restart's steps as vertical lines; times in seconds from the first job's start."""
+    restart's steps as vertical lines; times in seconds from the first of them all."""
     import matplotlib.pyplot as plt  # noqa: PLC0415 - only where a figure is wanted
 
-    origin = min(start for start, _, _ in jobs)
+    origin = min([start for start, _, _ in jobs] + list(marks.values()))
     fig, ax = plt.subplots(figsize=(9, 3.2), dpi=90)
     colours = {"old": "C0", "new": "C2", None: "C3"}
     for row, (start, end, group) in enumerate(jobs):
@@ -450,9 +467,8 @@ def plot_rolling(jobs: list[tuple[float, float, str | None]], marks: dict[str, f
                 solid_capstyle="butt", label=f"ran by the {group} group" if group else "no result")
     for number, (name, at) in enumerate(sorted(marks.items(), key=lambda item: item[1])):
         ax.axvline(at - origin, color="0.3", ls="--", lw=1)
-        ax.annotate(name, (at - origin, len(jobs) * (0.95 - 0.18 * number)),
-                    xytext=(-3 if number == 0 else 3, 0), textcoords="offset points", fontsize=8,
-                    ha="right" if number == 0 else "left")
+        ax.annotate(name, (at - origin, len(jobs) * (0.95 - 0.18 * number)), xytext=(3, 0),
+                    textcoords="offset points", fontsize=8)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=8, loc="lower right")
