@@ -350,3 +350,40 @@ def test_closing_the_course_broker_closes_its_redis_connections(redis_url):
     for client in (broker.client, backend_client):
         pool = client.connection_pool
         assert all(c._sock is None for c in pool._available_connections), "a socket stayed open"
+
+
+# -- metrics (lesson 07): off by default, on 127.0.0.1 when asked ---------------------------------
+
+def test_metrics_are_off_by_default_and_the_option_is_checked(tmp_path):
+    from shared.modes.dramatiq.metrics import add_metrics, group_env  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match="option metrics must be 0 or 1, got 2"):
+        create_app("dramatiq", redis_url=redis_url(), smtp_port=1, metrics=2)
+    stub = StubBroker()
+    assert add_metrics(stub, {}) is False
+    assert not any(type(m).__name__ == "Prometheus" for m in stub.middleware)
+    env = group_env(9999, tmp_path)
+    assert env["dramatiq_prom_host"] == "127.0.0.1" and env["dramatiq_prom_port"] == "9999"
+    assert env["dramatiq_prom_db"] == str(tmp_path)
+
+
+def test_make_serve_turns_metrics_on_for_the_dramatiq_mode_only(fast_sink):
+    from shared.serve import _metrics_lines, _mode_options, _parse  # noqa: PLC0415
+
+    assert _mode_options(_parse(["--mode", "dramatiq"]))["metrics"] == 1
+    assert "metrics" not in _mode_options(_parse(["--mode", "blocking"]))
+    app = create_app("dramatiq", redis_url=redis_url(), smtp_host=fast_sink.host,
+                     smtp_port=fast_sink.port, workers=1, threads=1)
+    try:
+        assert state(app).runner.metrics_urls == {}
+        assert _metrics_lines(state(app).runner) == ""
+    finally:
+        state(app).close(timeout=DEADLINE)
+    app = create_app("dramatiq", redis_url=redis_url(), smtp_host=fast_sink.host,
+                     smtp_port=fast_sink.port, workers=1, threads=1, metrics=1)
+    try:
+        lines = _metrics_lines(state(app).runner).splitlines()
+        assert [line.split()[1].startswith("http://127.0.0.1:") for line in lines] == [True, True]
+    finally:
+        state(app).close(timeout=DEADLINE)
+

@@ -30,6 +30,7 @@ from dramatiq.middleware import Retries
 
 from shared.job import Job, run_attempt
 from shared.modes.dramatiq.broker import BrokerConfig, make_broker, queue_of
+from shared.modes.dramatiq.metrics import add_metrics
 from shared.modes.dramatiq.status import StoreStatus
 from shared.retry_policy import retry_transient
 from shared.settings import Settings
@@ -44,6 +45,7 @@ config = BrokerConfig.from_env()
 status = StoreStatus(store)
 broker = make_broker(settings.redis_url, config)
 broker.add_middleware(status, before=Retries)  # its after-hooks run once Retries has decided
+add_metrics(broker)  # Prometheus, when the mode turned metrics on (lesson 07)
 dramatiq.set_broker(broker)
 
 

@@ -74,7 +74,7 @@ class DramatiqMode(Runner):
         self.announce: Callable[[str], None] | None = None
         self._requeued: set[str] = set()
         self._folder = log_folder()
-        group = metrics.group_factory(bool(c["metrics"]), self._folder)  # lesson 07
+        group = metrics.group_factory(c["metrics"], self._folder)  # lesson 07
         self.groups = [
             group("email", (queue_of("welcome_email"),), 1, EMAIL_THREADS, self._folder),
             group("avatars", (queue_of("avatar"),), c["workers"], c["threads"],

@@ -1,0 +1,146 @@
+"""Lesson 07, section 7: the dramatiq mode's Prometheus pages, read and checked, on real parts.
+
+Real worker groups (the ``dramatiq`` mode with ``metrics=1``), a real SMTP server
+and Redis. Counts are compared with the store's own, never timed.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from shared.app import create_app, state
+from shared.modes.dramatiq.metrics import HOST, MeteredGroup
+from shared.production import metrics
+from shared.redis_server import redis_url
+from shared.retries.flaky_smtp import FlakySmtp
+
+DEADLINE = 30.0
+
+
+@pytest.fixture
+def metered():
+    """An app in the dramatiq mode with metrics on, its SMTP server, and what must be gone after."""
+    with FlakySmtp(delay=0.01) as smtp:
+        app = create_app("dramatiq", redis_url=redis_url(), smtp_host=smtp.host,
+                         smtp_port=smtp.port, workers=1, metrics=1, max_retries=2, min_backoff=10,
+                         max_backoff=50, heartbeat_timeout=1000)
+        mode = metrics.dramatiq_mode(app)
+        try:
+            mode.wait_ready(DEADLINE)
+            for url in mode.metrics_urls.values():
+                metrics.wait_metrics(url, DEADLINE)
+            yield app, mode, smtp
+        finally:
+            folders = [group.metrics_folder for group in mode.groups
+                       if isinstance(group, MeteredGroup)]
+            processes = [psutil.Process(pid) for pid in mode.pids]
+            processes += [c for p in processes if p.is_running() for c in p.children(recursive=True)]
+            namespace = mode.broker_config.namespace
+            state(app).close(timeout=DEADLINE)
+            assert not [f for f in folders if f.exists()], "metric folders left after close"
+            assert not [p for p in processes if p.is_running()], "processes left after close"
+            assert metrics.keys_left(redis_url(), namespace) == 0
+
+
+def test_each_group_serves_its_own_page_on_loopback_only(metered):
+    app, mode, _ = metered
+    assert set(mode.metrics_urls) == {"email", "avatars"}
+    assert len(set(mode.metrics_urls.values())) == 2, "two groups need two ports"
+    for group in mode.groups:
+        listening = {c.laddr.ip for p in psutil.Process(group.pid).children(recursive=True)
+                     for c in p.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+        assert listening == {HOST}, (group.name, listening)
+        assert len(group.worker_processes()) == group.processes, \
+            "the exposition server was taken for a worker process"
+
+
+def test_the_counters_match_the_stores_count_and_retries_count_twice(metered):
+    app, mode, smtp = metered
+    smtp.refuse_share = 0.5
+    ids = metrics.send_emails(app, [f"u{i}@example.com" for i in range(20)])
+    assert mode.wait(DEADLINE), "the emails did not finish in time"
+    page = metrics.scrape(mode.metrics_urls["email"], by_label=True)
+    mine = metrics.own_counts(app, ids)
+    assert mine.retries > 0, "a provider refusing half the attempts caused no retry"
+    assert page["dramatiq_messages_total{email}"] == mine.attempts
+    assert page.get("dramatiq_message_rejects_total{email}", 0) == mine.failed
+    # Each retry is enqueued twice (on email.DQ, then back on email): counted under both.
+    assert page["dramatiq_message_retries_total{email.DQ}"] == mine.retries
+    assert page["dramatiq_message_retries_total{email}"] == mine.retries
+    assert metrics.scrape(mode.metrics_urls["email"], queue="email")[metrics.RETRIES] == mine.retries
+
+
+def test_a_recorder_scrapes_during_a_run_and_plots_four_panels(metered):
+    app, mode, _ = metered
+    with metrics.Recorder(mode.metrics_urls["email"], queue="email", interval=0.02) as recorder:
+        metrics.send_emails(app, [f"r{i}@example.com" for i in range(10)])
+        assert mode.wait(DEADLINE)
+    assert len(recorder.samples) >= 2 and len(recorder.times) == len(recorder.samples)
+    assert recorder.series(metrics.PROCESSED)[-1] == 10
+    assert recorder.times == sorted(recorder.times)
+    fig = metrics.plot_run(recorder, "test")
+    assert len(fig.axes) == 4
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    plt.close(fig)
+
+
+def test_a_killed_worker_leaves_a_stale_gauge_unless_the_files_are_wiped(metered):
+    app, mode, smtp = metered
+    email = mode.groups[0]
+    assert isinstance(email, MeteredGroup)
+    smtp.delay = 0.5
+    for wipe, restarts in ((False, 1), (True, 2)):
+        email.wipe_on_start = wipe
+        metrics.send_emails(app, [f"k{restarts}-{i}@example.com" for i in range(2)])
+        victim = mode.wait_busy_worker(smtp.port, timeout=DEADLINE)
+        victim.send_signal(signal.SIGKILL)
+        mode.wait_restarts(restarts, DEADLINE)
+        mode.wait_ready(DEADLINE)
+        assert mode.wait(DEADLINE)
+        page = metrics.wait_metrics(mode.metrics_urls["email"], DEADLINE)
+        left = metrics.file_kinds(email.metric_files(), victim.pid)
+        if wipe:
+            assert left == [] and page.get(metrics.IN_PROGRESS, 0) == 0
+        else:
+            assert "gauge_livesum" in left and page[metrics.IN_PROGRESS] >= 1
+
+
+def test_a_frozen_worker_answers_its_page_but_finishes_nothing_while_the_backlog_grows(metered):
+    app, mode, _ = metered
+    [worker] = mode.groups[0].worker_processes()
+    before = metrics.scrape(mode.metrics_urls["email"])
+    worker.suspend()
+    try:
+        metrics.send_emails(app, [f"f{i}@example.com" for i in range(5)])
+        after = metrics.scrape(mode.metrics_urls["email"])
+        assert after.get(metrics.PROCESSED, 0) == before.get(metrics.PROCESSED, 0)
+        assert metrics.backlog(app, "email") == 5
+        assert metrics.oldest_waiting_seconds(app, "email") > 0
+    finally:
+        worker.resume()
+    assert mode.wait(DEADLINE)
+    assert metrics.backlog(app, "email") == 0 and metrics.oldest_waiting_seconds(app, "email") == 0
+
+
+def test_show_source_prints_dramatiqs_lines_without_importing_the_module(capsys):
+    code = ("import sys; from shared.production.metrics import show_source; "
+            "show_source('dramatiq.middleware.prometheus', 'HTTP_HOST', 'Prometheus.after_enqueue'); "
+            "print('imported' if 'dramatiq.middleware.prometheus' in sys.modules else 'not imported')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=DEADLINE, check=True).stdout
+    assert 'HTTP_HOST = os.getenv("dramatiq_prom_host", "0.0.0.0")' in out
+    assert "def after_enqueue(self, broker, message, delay):" in out
+    assert out.rstrip().endswith("not imported")
+    with pytest.raises(LookupError, match="Prometheus.nothing is not defined"):
+        metrics.show_source("dramatiq.middleware.prometheus", "Prometheus.nothing")
+
+
+def test_file_kinds_names_one_processs_files(tmp_path):
+    for name in ("counter_12.db", "gauge_livesum_12.db", "counter_120.db", "histogram_3.db"):
+        (tmp_path / name).touch()
+    assert metrics.file_kinds(tmp_path.iterdir(), 12) == ["counter", "gauge_livesum"]
