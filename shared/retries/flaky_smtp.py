@@ -13,6 +13,10 @@ choose, each the way real providers fail:
   accepted, kept in the inbox, and then the connection breaks before the
   ``250 OK`` reaches the sender. The sender sees an error although the
   email went out: the duplicate-email case.
+- ``rate_limit=k``: at most ``k`` recipients accepted in any one-second
+  span (a sliding second, not a clock second); an attempt above it gets
+  ``421 4.7.0`` (transient: slow down and come back). Refused attempts do
+  not count toward the limit.
 - ``dedupe=True``: a message whose ``Message-ID`` was already accepted is
   answered ``250`` again but not delivered twice (an idempotency key). This is
   the simulated provider's behaviour, not SMTP's: the protocol promises no
@@ -29,7 +33,7 @@ import random
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from collections.abc import Iterable
@@ -40,6 +44,8 @@ from shared.smtp_sink import start_controller, stop_controller
 
 TRY_LATER = "451 4.3.0 Mailbox busy, try again later"
 NO_SUCH_MAILBOX = "550 5.1.1 No such mailbox here"
+RATE_LIMITED = "421 4.7.0 Too many messages this second, slow down"
+RATE_WINDOW = 1.0  # seconds: ``rate_limit`` counts accepted recipients over any span this long
 
 
 @dataclass(frozen=True)
@@ -72,13 +78,18 @@ class FlakySmtp:
 
     def __init__(self, *, fail_first: int = 0, refuse_share: float = 0.0, seed: int = 6,
                  bounce: Iterable[str] = (), lose_replies: int = 0, dedupe: bool = False,
-                 delay: float = 0.0, port: int = 0) -> None:
+                 delay: float = 0.0, port: int = 0, rate_limit: int = 0) -> None:
         if fail_first < 0 or lose_replies < 0:
             raise ValueError("fail_first and lose_replies count attempts: use 0 or more")
         if not 0.0 <= refuse_share <= 1.0:
             raise ValueError(f"refuse_share is a share of attempts between 0 and 1, got {refuse_share}")
         if delay < 0:
             raise ValueError(f"delay must be >= 0 seconds, got {delay}")
+        if rate_limit < 0:
+            raise ValueError(f"rate_limit counts recipients a second: use 0 (none) or more, got {rate_limit}")
+        self.rate_limit = rate_limit
+        self._recent: deque[float] = deque()  # when recently accepted recipients were accepted
+        self._counted: list[float] = []  # when each recipient the rate limit counted was accepted
         self.fail_first = fail_first
         self.refuse_share = refuse_share
         self.bounce = {address.lower() for address in bounce}
@@ -109,6 +120,12 @@ class FlakySmtp:
         with self._lock:
             return list(self._answers)
 
+    @property
+    def counted(self) -> list[float]:
+        """With ``rate_limit``: when each recipient it counted was accepted (RCPT time), oldest first."""
+        with self._lock:
+            return list(self._counted)
+
     def received(self, address: str) -> int:
         """How many copies of a message ``address`` was sent."""
         return sum(1 for m in self.inbox if m.recipient == address.lower())
@@ -124,16 +141,30 @@ class FlakySmtp:
         address = address.lower()
         with self._lock:
             self._attempts[address] += 1
+            now = time.perf_counter()
             if address in self.bounce:
                 reply = NO_SUCH_MAILBOX
+            elif self._over_rate_limit(now):
+                reply = RATE_LIMITED
             elif self._attempts[address] <= self.fail_first:
                 reply = TRY_LATER
             elif self.refuse_share and self._random.random() < self.refuse_share:
                 reply = TRY_LATER
             else:
+                if self.rate_limit:
+                    self._recent.append(now)
+                    self._counted.append(now)
                 return None
-            self._answers.append(Answer(address, int(reply[:3]), time.perf_counter()))
+            self._answers.append(Answer(address, int(reply[:3]), now))
         return reply
+
+    def _over_rate_limit(self, now: float) -> bool:
+        """Whether accepting one more recipient now would exceed ``rate_limit`` (under the lock)."""
+        if not self.rate_limit:
+            return False
+        while self._recent and self._recent[0] <= now - RATE_WINDOW:
+            self._recent.popleft()
+        return len(self._recent) >= self.rate_limit
 
     def _accept(self, recipients: list[str], subject: str, message_id: str) -> bool:
         """Record the message; True when its reply must be lost."""
