@@ -38,7 +38,9 @@ help:
 	@echo "make lint        the layer contract (import-linter), ruff and mypy"
 	@echo "make grade       grade your exercises/ (NOTEBOOKS=DIR grades another folder;"
 	@echo "                 STRICT=1 also fails the command when the score is below full)"
-	@echo "make serve       run the lesson's app outside Jupyter (MODE=blocking PORT=8000)"
+	@echo "make serve       run the lesson's app outside Jupyter (MODE=blocking PORT=8000;"
+	@echo "                 MODE=dramatiq MAX_BACKLOG=5 sheds load past 5 s of queued work,"
+	@echo "                 NICE=10 runs its workers at a lower CPU priority)"
 	@echo "make exercises   regenerate exercises/ from solutions/ (course authors; keeps"
 	@echo "                 exercise cells you changed unless FORCE=1, which backs them up)"
 	@echo "make notebooks   re-execute lessons/ and solutions/ in place (course authors)"
@@ -90,7 +92,8 @@ exercises: $(STAMP)
 serve: $(STAMP)
 	@$(PY) -m shared.serve --mode $(MODE) --port $(PORT) \
 	  $(if $(WORKERS),--workers $(WORKERS)) $(if $(QUEUE_SIZE),--queue-size $(QUEUE_SIZE)) \
-	  $(if $(REFUSE),--refuse-share $(REFUSE))
+	  $(if $(REFUSE),--refuse-share $(REFUSE)) \
+	  $(if $(MAX_BACKLOG),--max-backlog $(MAX_BACKLOG)) $(if $(NICE),--nice $(NICE))
 
 notebooks: $(STAMP)
 	$(PY) -m shared.notebooks lessons/*.ipynb solutions/*.ipynb

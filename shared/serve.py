@@ -104,6 +104,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="worker threads or processes, for the modes that have workers")
     parser.add_argument("--queue-size", type=int, default=None,
                         help="how many jobs may wait in the queue, for the modes that bound it")
+    parser.add_argument("--max-backlog", type=int, default=None, metavar="SECONDS",
+                        help="dramatiq: answer 503 while more than this many seconds of work "
+                             "are queued (default 0: never)")
+    parser.add_argument("--nice", type=int, default=None,
+                        help="dramatiq: run the worker groups at this CPU priority, "
+                             "0 (the web's) to 19 (the lowest)")
     parser.add_argument("--single-thread", action="store_true",
                         help="answer one request at a time (default: a thread per request)")
     args = parser.parse_args(argv)
@@ -116,7 +122,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _mode_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options given on the command line that the mode takes (others: a clear error)."""
-    given = {"workers": args.workers, "queue_size": args.queue_size}
+    given = {"workers": args.workers, "queue_size": args.queue_size,
+             "max_backlog_seconds": args.max_backlog, "nice": args.nice}
     if args.mode == "dramatiq":
         given["metrics"] = 1  # Prometheus on 127.0.0.1, printed in the banner (lesson 07)
     options = {name: value for name, value in given.items() if value is not None}

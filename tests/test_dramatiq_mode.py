@@ -7,6 +7,7 @@ Retries, dead letters and requeue through the app: ``tests/test_retries.py`` (it
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 
 import dramatiq
@@ -350,6 +351,98 @@ def test_closing_the_course_broker_closes_its_redis_connections(redis_url):
     for client in (broker.client, backend_client):
         pool = client.connection_pool
         assert all(c._sock is None for c in pool._available_connections), "a socket stayed open"
+
+
+# -- lesson 07: load shedding and the workers' CPU priority -------------------------------
+
+
+def _finish(store: Store, jobs: list[Job]) -> None:
+    for job in jobs:
+        store.start_attempt(job.id)
+        store.end_attempt(job.id, "done")
+
+
+def test_the_backlog_is_unfinished_jobs_over_their_recent_rate_or_a_generous_guess_without_one():
+    from shared.modes.dramatiq.shedding import MIN_COMPLETIONS, read_backlogs  # noqa: PLC0415
+
+    store = Store.fresh()
+    try:
+        jobs = [new_jobs(f"b{n}@example.com", f"b{n}", kinds=("avatar",))[0] for n in range(20)]
+        store.add_jobs(jobs)
+        with sqlite3.connect(store.path) as db:
+            [before] = read_backlogs(db)
+            assert (before.kind, before.unfinished, before.measured) == ("avatar", 20, False)
+            # no rate yet: one job per oldest_age seconds, so 20 jobs are 20 ages of work
+            assert before.seconds == pytest.approx(20 * before.oldest_age)
+            _finish(store, jobs[:MIN_COMPLETIONS + 2])
+            [after] = read_backlogs(db)
+        assert after.unfinished == 20 - MIN_COMPLETIONS - 2 and after.measured
+        assert after.seconds == pytest.approx(after.unfinished / after.rate)
+    finally:
+        store.remove()
+
+
+def test_shedding_refuses_past_its_bound_with_a_retry_after_and_never_when_off():
+    from shared.modes.base import QueueFull  # noqa: PLC0415
+    from shared.modes.dramatiq.shedding import Shedding  # noqa: PLC0415
+
+    store = Store.fresh()
+    try:
+        store.add_jobs([new_jobs(f"s{n}@example.com", f"s{n}", kinds=("avatar",))[0]
+                        for n in range(5)])
+        with sqlite3.connect(store.path) as db:  # the oldest job 30 s old, nothing finished
+            db.execute("UPDATE jobs SET enqueued_at = enqueued_at - 30")
+        off, on = Shedding(store.path, 0), Shedding(store.path, 10)
+        off.check()  # 0: never refuses
+        with pytest.raises(QueueFull, match="too much work queued: 5 avatar jobs") as refused:
+            on.check()
+        assert refused.value.retry_after >= 20 and on.refused == 1
+        off.close()
+        on.close()
+    finally:
+        store.remove()
+
+
+def test_a_shedding_app_answers_503_with_retry_after_and_keeps_no_refused_signup(fast_sink):
+    settings = Settings(smtp_host=fast_sink.host, smtp_port=fast_sink.port, avatar_canvas=3000)
+    app = create_app("dramatiq", settings=settings, redis_url=redis_url(), workers=1, threads=1,
+                     max_backlog_seconds=1)
+    runner, store = state(app).runner, state(app).store
+    try:
+        assert "answers 503" in runner.describe()
+        with app.test_client() as client:
+            answers = [client.post("/signup", json={"email": f"shed{n}@example.com"})
+                       for n in range(60)]
+            # the first ones go through: nothing is queued yet
+            assert answers[0].status_code == 202
+            refused = [a for a in answers if a.status_code == 503]
+            assert refused, "60 signups at once never found the backlog past 1 s"
+            assert all(int(a.headers["Retry-After"]) >= 1 for a in refused)
+            accepted = sum(a.status_code == 202 for a in answers)
+            assert store.counts()["queued"] + store.counts()["running"] + store.counts()["done"] \
+                == 2 * accepted  # a refused signup left no job behind
+    finally:
+        state(app).close(timeout=1)
+
+
+def test_a_nice_option_lowers_every_worker_process_and_is_checked(fast_sink):
+    from shared.modes.dramatiq.niceness import priority_of  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match="option nice must be 0 to 19"):
+        create_app("dramatiq", redis_url=redis_url(), nice=20)
+    app = create_app("dramatiq", redis_url=redis_url(), smtp_host=fast_sink.host,
+                     smtp_port=fast_sink.port, workers=1, threads=1, nice=7)
+    runner = state(app).runner
+    try:
+        runner.wait_ready(DEADLINE)
+        assert "worker groups at nice 7" in runner.describe()
+        processes = [psutil.Process(pid) for pid in runner.pids] + runner.worker_processes()
+        assert len(processes) == 4
+        for process in processes:
+            nice, autogroup = priority_of(process.pid)
+            assert nice == 7 and autogroup in (None, 7), (process, nice, autogroup)
+    finally:
+        state(app).close(timeout=DEADLINE)
 
 
 # -- metrics (lesson 07): off by default, on 127.0.0.1 when asked ---------------------------------

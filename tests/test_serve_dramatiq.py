@@ -72,3 +72,17 @@ def test_kill_9_of_a_worker_loses_no_job_and_serve_says_it_restarted_the_group(s
     finally:
         app.stop()
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_serve_takes_a_backlog_bound_and_a_worker_priority_and_the_banner_says_so(served):
+    app = served("--mode", "dramatiq", "--workers", "1", "--max-backlog", "3", "--nice", "5")
+    try:
+        line = app.wait_line(r"^jobs: +(.*)$").group(1)
+        assert "more than 3 s of work answers 503" in line, line
+        assert "worker groups at nice 5" in line, line
+        app.wait_line(r"^Ctrl-C stops everything")
+        workers = _workers(app.process.pid)
+        assert workers and all(w.nice() == 5 for w in workers), [(w, w.nice()) for w in workers]
+        assert app.stop() == 0
+    finally:
+        app.stop()

@@ -32,6 +32,7 @@ from shared.modes.dramatiq import metrics
 from shared.modes.dramatiq.broker import (QUEUES, BrokerConfig, delete_namespace, job_message,
                                           make_broker, queue_of)
 from shared.modes.dramatiq.outbox import OutboxRelay
+from shared.modes.dramatiq.shedding import Shedding
 from shared.modes.dramatiq.status import StoreStatus
 from shared.modes.dramatiq.workers import Supervisor, log_folder, remove_folder
 from shared.retry_policy import EMAIL_MAX_BACKOFF, EMAIL_MAX_RETRIES, EMAIL_MIN_BACKOFF
@@ -56,8 +57,12 @@ class DramatiqMode(Runner):
                "max_retries": EMAIL_MAX_RETRIES,
                "min_backoff": EMAIL_MIN_BACKOFF, "max_backoff": EMAIL_MAX_BACKOFF,
                "outbox": 0,
-               "metrics": 0}  # metrics: 1 = Prometheus on 127.0.0.1, one port per group (lesson 07)
-    _least = {"max_retries": 0, "outbox": 0, "metrics": 0}  # every other option: at least 1
+               "metrics": 0,  # metrics: 1 = Prometheus on 127.0.0.1, one port per group (lesson 07)
+               # lesson 07: refuse signups past this many seconds of queued work (0: never),
+               # and the worker groups' CPU priority (0: the web's, up to 19: the lowest)
+               "max_backlog_seconds": 0, "nice": 0}
+    _least = {"max_retries": 0, "outbox": 0, "metrics": 0, "max_backlog_seconds": 0,
+              "nice": 0}  # every other option: at least 1
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -81,6 +86,9 @@ class DramatiqMode(Runner):
                         self._folder)]
         env = {**os.environ, **self.settings.to_env(), **self.broker_config.to_env(),
                "dramatiq_worker_timeout": str(c["worker_timeout"]), "PYTHONUNBUFFERED": "1"}
+        self.shedding = Shedding(self.store.path, c["max_backlog_seconds"])  # lesson 07
+        for each in self.groups:
+            each.nice = c["nice"]  # lesson 07: applied when the group starts, and restarts
         self.supervisor = Supervisor(self.groups, env, self._say)
         #: outbox=1 (lesson 07): a signup writes its jobs to the outbox in its own transaction,
         #: and this relay sends them, so a signup never waits for, nor is lost to, a down Redis
@@ -100,6 +108,9 @@ class DramatiqMode(Runner):
         if self.config["outbox"] > 1:
             raise ValueError(f"the dramatiq mode's option outbox must be 0 or 1, "
                              f"got {self.config['outbox']!r}")
+        if self.config["nice"] > 19:
+            raise ValueError(f"the dramatiq mode's option nice must be 0 to 19, "
+                             f"got {self.config['nice']!r}")
         if self.config["max_backoff"] < self.config["min_backoff"]:
             raise ValueError(f"the dramatiq mode's option max_backoff ({self.config['max_backoff']}"
                              f" ms) must be >= min_backoff ({self.config['min_backoff']} ms)")
@@ -116,6 +127,8 @@ class DramatiqMode(Runner):
                 " and ".join(group.describe() for group in self.groups) +
                 f"; the email retries transient errors up to {c['max_retries']} times "
                 f"(backoff {c['min_backoff']}-{c['max_backoff']} ms); "
+                f"{self.shedding.describe()}; "
+                + (f"worker groups at nice {c['nice']}; " if c["nice"] else "") +
                 f"namespace {self.broker_config.namespace}" +
                 ("; outbox on: a relay sends each signup's jobs after its commit"
                  if self.relay is not None else ""))
@@ -127,7 +140,11 @@ class DramatiqMode(Runner):
         self.broker.enqueue(job_message(job))
 
     def submit_all(self, jobs: list[Job]) -> None:
-        """Send a signup's jobs; with the outbox on, they are in the outbox: wake the relay."""
+        """Send a signup's jobs; with the outbox on, they are in the outbox: wake the relay.
+
+        Load shedding (lesson 07, :mod:`.shedding`) may refuse them first: ``QueueFull``.
+        """
+        self.shedding.check()
         if self.relay is not None:
             self.relay.wake()
         else:
@@ -265,5 +282,6 @@ class DramatiqMode(Runner):
         counts = self.store.counts()
         delete_namespace(self.settings.redis_url, self.broker_config.namespace)
         self.broker.close()
+        self.shedding.close()
         remove_folder(self._folder)
         return Closed(unfinished=counts["queued"] + counts["running"])

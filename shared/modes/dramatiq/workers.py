@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import psutil
 
+from shared.modes.dramatiq.niceness import lower_priority
 from shared.processes import LoggedChild, alive, wait_until
 
 ACTORS_MODULE = "shared.modes.dramatiq.actors"
@@ -50,6 +51,7 @@ class WorkerGroup:
         self.name, self.queues, self.processes, self.threads = name, queues, processes, threads
         self.shutdown_ms = shutdown_ms
         self.restarts = 0
+        self.nice = 0  # CPU priority of every start, 0 to 19 (lesson 07: lower_priority)
         self.started_at = 0.0
         self.child: LoggedChild | None = None
         self._folder = folder
@@ -70,6 +72,7 @@ class WorkerGroup:
         self.started_at = time.monotonic()
         self.child = LoggedChild(self.command(), name=f"dramatiq-{self.name}-{len(self._runs)}",
                                  env=env, folder=self._folder)
+        lower_priority(self.child.pid, self.nice)  # before it forks its workers: they inherit it
         self._runs.append(self.child)
 
     @property
