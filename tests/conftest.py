@@ -210,19 +210,30 @@ def _live(processes):
 
 
 NEEDS_BROWSER = "needs-browser"  # a notebook cell's tag: it drives a real headless Chromium
+NEEDS_RABBITMQ = "needs-rabbitmq"  # a notebook cell's tag: it runs against a real RabbitMQ
+
+
+def _tagged(items, tag):
+    return [item for item in items
+            if tag in (getattr(getattr(item, "cell", None), "metadata", {}) or {}).get("tags", [])]
 
 
 def pytest_collection_modifyitems(config, items):
     """Skip the notebook cells tagged ``needs-browser`` (lesson 04's live page) when no
-    headless Chromium can run here, with the reason; the cells after them do not use
+    headless Chromium can run here, and those tagged ``needs-rabbitmq`` (lesson 07's
+    RabbitMQ cells) when no RabbitMQ can be had (``RABBITMQ_URL`` unset and no
+    ``rabbitmq-server``), with the reason; the cells after them do not use
     their variables, so they still run. ``make test`` collects tests/ with the notebooks,
     so this hook is loaded; a run of the notebooks alone needs ``-p tests.conftest``."""
-    tagged = [item for item in items
-              if NEEDS_BROWSER in (getattr(getattr(item, "cell", None), "metadata", {}) or {}).get("tags", [])]
-    if not tagged:
-        return
-    from shared.browser import browser_problem  # noqa: PLC0415 (selenium only when a notebook needs it)
+    if tagged := _tagged(items, NEEDS_BROWSER):
+        from shared.browser import browser_problem  # noqa: PLC0415 (selenium only when a notebook needs it)
 
-    if (problem := browser_problem()) is not None:
-        for item in tagged:
-            item.add_marker(pytest.mark.skip(reason=f"this cell drives a headless browser: {problem}"))
+        if (problem := browser_problem()) is not None:
+            for item in tagged:
+                item.add_marker(pytest.mark.skip(reason=f"this cell drives a headless browser: {problem}"))
+    if tagged := _tagged(items, NEEDS_RABBITMQ):
+        from shared.rabbitmq_server import rabbitmq_problem  # noqa: PLC0415
+
+        if (problem := rabbitmq_problem()) is not None:
+            for item in tagged:
+                item.add_marker(pytest.mark.skip(reason=f"this cell runs against RabbitMQ: {problem}"))
