@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     claimed_until REAL,
     sent_at       REAL
 );
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_at IS NULL;
 CREATE TABLE IF NOT EXISTS spans (
     job_id     TEXT NOT NULL,
     request_id TEXT NOT NULL,
@@ -403,6 +404,8 @@ class Store:
         lasts ``lease_seconds``; after that (its relay died) any relay may
         claim the row again. A relay always gets back its own claims.
         """
+        if self.unsent() == 0:
+            return []  # a read: an idle relay never takes the write lock
         now = time.time()
         with self._write() as db:
             db.execute("UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE seq IN ("
