@@ -11,11 +11,13 @@ DEADLINE = 45.0
 
 
 def _workers(serve_pid: int) -> list[psutil.Process]:
-    """The dramatiq worker processes: children of the dramatiq main process under serve."""
+    """The dramatiq worker processes: children of the dramatiq main process under serve
+    (not the metrics page's process, which listens on a port: make serve turns metrics on)."""
     found = []
     for child in psutil.Process(serve_pid).children():
         if "dramatiq" in " ".join(child.cmdline()):
-            found += child.children()
+            found += [p for p in child.children()
+                      if not any(c.status == psutil.CONN_LISTEN for c in p.net_connections("tcp"))]
     return found
 
 
