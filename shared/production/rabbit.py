@@ -13,6 +13,8 @@ then closes without an acknowledgement (:func:`requeued_on_close`), how a
 message was published (:func:`peek`), whether a queue is durable
 (:func:`durable`). :meth:`RabbitLab.stop` deletes every queue Dramatiq
 declared (each queue, its ``.DQ`` and its ``.XQ``) and says how many are left.
+The queue names are the course's (``email``, ``avatars``): on a server of your
+own (``RABBITMQ_URL``), give the course a virtual host of its own.
 """
 
 from __future__ import annotations
