@@ -1,0 +1,69 @@
+"""Lesson 07, section 5: a crowd at a real dramatiq app, with and without load shedding."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.app import create_app, state
+from shared.modes.dramatiq.broker import namespace_keys
+from shared.production.backpressure import crowd_run, plot_backlogs
+from shared.redis_server import redis_url
+from shared.settings import Settings
+
+SIGNUPS, CLIENTS = 80, 4
+
+
+@pytest.fixture
+def apps(fast_sink):
+    """An app with no bound and one with a 1 s bound, one slow avatar worker thread each; and
+    a function that closes one (once: the fixture closes those the test did not)."""
+    settings = Settings(smtp_host=fast_sink.host, smtp_port=fast_sink.port, avatar_canvas=3000)
+    made = [create_app("dramatiq", settings=settings, redis_url=redis_url(), workers=1, threads=1,
+                       max_backlog_seconds=bound) for bound in (0, 1)]
+    closed: list = []
+
+    def close(app) -> None:
+        if app not in closed:
+            closed.append(app)
+            state(app).close(timeout=0)
+
+    yield made, close
+    for app in made:
+        close(app)
+
+
+def test_without_a_bound_every_signup_is_taken_and_with_one_some_are_refused(apps):
+    (unbounded_app, bounded_app), close = apps
+    for app in (unbounded_app, bounded_app):
+        state(app).runner.wait_ready(60)
+    unbounded = crowd_run(unbounded_app, "no bound", SIGNUPS, CLIENTS)
+    close(unbounded_app)  # its workers stop competing with the next run
+    bounded = crowd_run(bounded_app, "bound 1 s", SIGNUPS, CLIENTS)
+    assert unbounded.answered(202) == SIGNUPS and unbounded.bound == 0
+    assert bounded.answered(503) > 0 and bounded.bound == 1
+    assert bounded.answered(202) + bounded.answered(503) == SIGNUPS
+    # the store's backlog grew far past what the bounded app let in
+    assert unbounded.watch.peak("unfinished") > 2 * bounded.watch.peak("unfinished")
+    for run in (unbounded, bounded):
+        assert len(run.watch.samples) >= 3, run.watch
+        for sample in run.watch.samples:  # one worker thread: it holds at most 2 (its prefetch)
+            assert sample.value("held") <= 2, sample
+            # the list never shows more than the store (give or take signups between the reads)
+            assert sample.value("listed") <= sample.value("unfinished") + 2 * CLIENTS, sample
+        times, ages = run.series("age")
+        assert times == sorted(times) and min(ages) >= 0
+    fig = plot_backlogs([unbounded, bounded], title="test")
+    assert len(fig.axes) == 2
+    runners = [state(app).runner for app in (unbounded_app, bounded_app)]
+    close(bounded_app)
+    assert not [key for runner in runners
+                for key in namespace_keys(runner.settings.redis_url, runner.broker_config.namespace)]
+
+
+def test_crowd_run_needs_a_dramatiq_app():
+    app = create_app("bare")
+    try:
+        with pytest.raises(TypeError, match="needs a dramatiq app"):
+            crowd_run(app, "bare", 1, 1)
+    finally:
+        state(app).close()

@@ -1,0 +1,60 @@
+"""Lesson 07, section 6: bursts at the bare handler and at dramatiq apps of two priorities."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from shared.app import create_app, state
+from shared.modes.dramatiq.niceness import priority_of
+from shared.production.cpu import Burst, Verdict, compare, plot_ratios, ratios
+from shared.redis_server import redis_url
+from shared.settings import Settings
+
+
+def test_a_gap_wider_than_the_spread_is_clear_and_a_narrow_one_warns():
+    clear = Verdict(slower=[3.0, 3.2, 3.1], faster=[1.5, 1.6, 1.4])
+    assert clear.clear and "larger than the noise" in str(clear)
+    noisy = Verdict(slower=[3.0, 1.0, 2.0], faster=[1.5, 2.5, 1.8])
+    assert not noisy.clear and "WARNING" in str(noisy)
+
+
+def test_ratios_pair_each_trial_with_the_same_trials_baseline():
+    bursts = {"bare": [Burst(0.01, 0.0, True), Burst(0.02, 0.0, True)],
+              "other": [Burst(0.03, 1.0, True), Burst(0.02, 1.0, True)]}
+    assert ratios(bursts, over="bare") == {"other": [3.0, 1.0]}
+
+
+def test_compare_measures_every_app_in_every_trial_and_waits_for_the_jobs(fast_sink):
+    settings = Settings(smtp_host=fast_sink.host, smtp_port=fast_sink.port, avatar_canvas=300)
+    apps = {"bare": create_app("bare", settings=settings),
+            "polite": create_app("dramatiq", settings=settings, redis_url=redis_url(),
+                                 workers=1, threads=2, nice=19)}
+    try:
+        polite = state(apps["polite"]).runner
+        polite.wait_ready(60)
+        assert all(priority_of(p.pid)[0] == 19 for p in polite.worker_processes())
+        bursts = compare(apps, trials=2, signups=6, clients=3)
+        assert {name: len(runs) for name, runs in bursts.items()} == {"bare": 2, "polite": 2}
+        assert all(b.p50 > 0 and b.drain >= 0 for runs in bursts.values() for b in runs)
+        assert state(apps["polite"]).runner.wait(60)  # a busy machine may leave some after a burst
+        counts = state(apps["polite"]).store.counts()
+        assert counts["done"] == 2 * 2 * 6 and counts["queued"] == counts["running"] == 0, counts
+        fig = plot_ratios(ratios(bursts, over="bare"), title="test")
+        assert len(fig.axes) == 1
+    finally:
+        for app in apps.values():
+            state(app).close(timeout=10)
+
+
+def test_a_nice_process_in_its_own_session_gives_way_once_its_autogroup_is_lowered_too():
+    from shared.modes.dramatiq.niceness import autogroups_on  # noqa: PLC0415
+    from shared.production.cpu import nice_share  # noqa: PLC0415
+
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("two busy loops share one core only where the OS can pin them (Linux)")
+    lowered = nice_share(autogroup=True, seconds=0.5)
+    assert lowered < 0.25  # nice 19 against nice 0 on one core: a few percent
+    if autogroups_on():  # nice alone does not rank across sessions: about half
+        assert nice_share(autogroup=False, seconds=0.5) > 0.3
