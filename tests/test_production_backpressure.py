@@ -6,7 +6,7 @@ import pytest
 
 from shared.app import create_app, state
 from shared.modes.dramatiq.broker import namespace_keys
-from shared.production.backpressure import crowd_run, plot_backlogs
+from shared.production.backpressure import crowd_run, plot_backlogs, warm_up
 from shared.redis_server import redis_url
 from shared.settings import Settings
 
@@ -38,6 +38,8 @@ def test_without_a_bound_every_signup_is_taken_and_with_one_some_are_refused(app
         state(app).runner.wait_ready(60)
     unbounded = crowd_run(unbounded_app, "no bound", SIGNUPS, CLIENTS)
     close(unbounded_app)  # its workers stop competing with the next run
+    warm_up(bounded_app, 2)  # the workers' pace is known before the crowd
+    assert state(bounded_app).store.counts()["done"] == 4  # 2 signups, an email and an avatar each
     bounded = crowd_run(bounded_app, "bound 1 s", SIGNUPS, CLIENTS)
     assert unbounded.answered(202) == SIGNUPS and unbounded.bound == 0
     assert bounded.answered(503) > 0 and bounded.bound == 1

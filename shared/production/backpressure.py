@@ -97,6 +97,15 @@ class BacklogProbe:
         self._redis.close()
 
 
+def warm_up(app: Flask, signups: int, timeout: float = 30.0) -> None:
+    """A few signups, one at a time, and wait until their jobs are done: the workers' pace is
+    then known, as on a site that has been running for a while."""
+    with BackgroundServer(app) as server:
+        run_load(f"{server.url}/signup", n=signups, concurrency=1, progress=False)
+    if not state(app).runner.wait(timeout):
+        raise TimeoutError(f"the warm-up's jobs were not done within {timeout:g} s")
+
+
 def crowd_run(app: Flask, label: str, signups: int, clients: int) -> CrowdRun:
     """Serve ``app``, send it ``signups`` from ``clients`` closed-loop clients, sampling what waits."""
     runner = state(app).runner

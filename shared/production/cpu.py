@@ -15,6 +15,8 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +28,10 @@ from matplotlib.figure import Figure
 from shared.app import state
 from shared.fmt import fmt_ratio
 from shared.load import run_load
+from shared.modes import Runner
 from shared.modes.dramatiq.niceness import autogroups_on
 from shared.plots import DPI
-from shared.processes import start_child, stop_tree
+from shared.processes import start_child, stop_tree, wait_until
 from shared.progress import progress_bar
 from shared.web import BackgroundServer
 
@@ -47,27 +50,77 @@ class Burst:
     drained: bool  # False: its jobs were not all done after DRAIN_SECONDS
 
 
-def burst(app: Flask, signups: int, clients: int) -> Burst:
-    """``signups`` from ``clients`` clients at once; then wait until their jobs are done."""
+@contextmanager
+def paused(runner: Runner) -> Iterator[None]:
+    """Stop a dramatiq runner's worker groups (SIGSTOP) for a while, then let them go on."""
+    processes = [psutil.Process(pid) for pid in getattr(runner, "pids", [])]
+    processes += getattr(runner, "worker_processes", list)()
+    for process in processes:
+        process.suspend()
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.resume()
+
+
+def burst(app: Flask, signups: int, clients: int, warm: int = 0, pause: bool = False) -> Burst:
+    """``signups`` from ``clients`` clients at once; then wait until their jobs are done.
+
+    An app with jobs first gets ``warm`` signups, untimed, and the timed ones start once a
+    worker is running one of their jobs: a short burst could otherwise be over before an idle
+    worker even polls again (``worker_timeout``), and nothing would compete for the CPU.
+    ``pause``: no warm-up, and the app's workers are stopped during the burst instead, so the
+    web does the same work with no worker on the CPU.
+    """
+    store = state(app).store
+    if pause:
+        with paused(state(app).runner):
+            p50 = _timed(app, signups, clients)
+        return _drained(app, p50)
+    with BackgroundServer(app) as server:
+        if warm and state(app).runner.kinds:
+            run_load(f"{server.url}/signup", n=warm, concurrency=clients, progress=False)
+            queued = store.counts()["queued"]
+
+            def working() -> bool:  # running one, or taken some already
+                now = store.counts()
+                return now["running"] > 0 or now["queued"] < queued or queued == 0
+
+            wait_until(working, DRAIN_SECONDS, "a worker to start one of the warm-up jobs")
+    return _drained(app, _timed(app, signups, clients))
+
+
+def _timed(app: Flask, signups: int, clients: int) -> float:
+    """The timed burst's median answer time."""
     with BackgroundServer(app) as server:
         load = run_load(f"{server.url}/signup", n=signups, concurrency=clients, progress=False)
-    answered = time.perf_counter()
-    drained = state(app).runner.wait(DRAIN_SECONDS)
     if load.summary().ok < signups:
         raise RuntimeError(f"some signups failed: {load.summary()}")
-    return Burst(load.summary().p50, time.perf_counter() - answered, drained)
+    return load.summary().p50
 
 
-def compare(apps: dict[str, Flask], *, trials: int, signups: int,
-            clients: int) -> dict[str, list[Burst]]:
-    """Each app's burst in every trial; the apps take turns in a rotating order."""
+def _drained(app: Flask, p50: float) -> Burst:
+    """Wait (up to ``DRAIN_SECONDS``) for the app's jobs to be done."""
+    answered = time.perf_counter()
+    drained = state(app).runner.wait(DRAIN_SECONDS)
+    return Burst(p50, time.perf_counter() - answered, drained)
+
+
+def compare(apps: dict[str, Flask], *, trials: int, signups: int, clients: int,
+            warm: int = 0, pause: frozenset[str] = frozenset()) -> dict[str, list[Burst]]:
+    """Each app's burst in every trial; the apps take turns in a rotating order.
+
+    The names in ``pause`` are measured with their workers stopped (see :func:`burst`); the
+    same app may appear under two names.
+    """
     names = list(apps)
     bursts: dict[str, list[Burst]] = {name: [] for name in names}
     with progress_bar(trials * len(names), "bursts", "burst") as bar:
         for trial in range(trials):
             shift = trial % len(names)
             for name in names[shift:] + names[:shift]:
-                bursts[name].append(burst(apps[name], signups, clients))
+                bursts[name].append(burst(apps[name], signups, clients, warm, name in pause))
                 bar.update()
     return bursts
 
@@ -105,7 +158,7 @@ class Verdict:
         if self.clear:
             return f"{gap}: the difference is larger than the noise"
         return (f"{gap}: WARNING, the spread is larger than the difference, so this run cannot "
-                f"tell them apart (a busy machine? run the cell again when it is quiet)")
+                f"tell them apart (the machine line says whether other programs were to blame)")
 
 
 def plot_ratios(by_app: dict[str, list[float]], *, title: str) -> Figure:
