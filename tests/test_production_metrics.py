@@ -73,6 +73,13 @@ def test_the_counters_match_the_stores_count_and_retries_count_twice(metered):
     assert page["dramatiq_message_retries_total{email.DQ}"] == mine.retries
     assert page["dramatiq_message_retries_total{email}"] == mine.retries
     assert metrics.scrape(mode.metrics_urls["email"], queue="email")[metrics.RETRIES] == mine.retries
+    # The page is MultiProcessCollector over the folder: the notebook's read of it agrees.
+    email = mode.groups[0]
+    assert isinstance(email, MeteredGroup)
+    files = metrics.read_folder(email.metrics_folder, queue="email")
+    live = metrics.scrape(mode.metrics_urls["email"], queue="email")
+    for name in (metrics.PROCESSED, metrics.RETRIES, metrics.DEAD, metrics.DURATION_COUNT):
+        assert files.get(name, 0) == live.get(name, 0), name
 
 
 def test_a_recorder_scrapes_during_a_run_and_plots_four_panels(metered):
@@ -100,6 +107,8 @@ def test_a_killed_worker_leaves_a_stale_gauge_unless_the_files_are_wiped(metered
         victim = mode.wait_busy_worker(smtp.port, timeout=DEADLINE)
         victim.send_signal(signal.SIGKILL)
         mode.wait_restarts(restarts, DEADLINE)
+        if not wipe:  # the group is down and nothing runs: its files still say "in progress"
+            assert metrics.read_folder(email.metrics_folder)[metrics.IN_PROGRESS] >= 1
         mode.wait_ready(DEADLINE)
         assert mode.wait(DEADLINE)
         page = metrics.wait_metrics(mode.metrics_urls["email"], DEADLINE)
@@ -136,6 +145,11 @@ def test_show_source_prints_dramatiqs_lines_without_importing_the_module(capsys)
     assert 'HTTP_HOST = os.getenv("dramatiq_prom_host", "0.0.0.0")' in out
     assert "def after_enqueue(self, broker, message, delay):" in out
     assert out.rstrip().endswith("not imported")
+    metrics.show_source("dramatiq.worker", "ConsumerThread.handle_delayed_messages",
+                        docstrings=False)
+    out = capsys.readouterr().out
+    assert "(docstring left out)" in out and "Enqueue any delayed" not in out
+    assert "def handle_delayed_messages(self) -> None:" in out
     with pytest.raises(LookupError, match="Prometheus.nothing is not defined"):
         metrics.show_source("dramatiq.middleware.prometheus", "Prometheus.nothing")
 

@@ -26,6 +26,8 @@ import redis
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from dramatiq import Message
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.app import state
@@ -53,6 +55,22 @@ def scrape(url: str, *, queue: str | None = None, by_label: bool = False,
     """
     with urllib.request.urlopen(url, timeout=timeout) as response:
         text = response.read().decode()
+    return _totals(text, queue, by_label)
+
+
+def read_folder(folder: Path, *, queue: str | None = None) -> dict[str, float]:
+    """What a group's page would serve from the metric files in ``folder``, as :func:`scrape`.
+
+    Dramatiq's page handler (``_metrics_handler.do_GET``) runs prometheus_client's
+    ``MultiProcessCollector`` over the folder on every request; this runs the same
+    code here, so it works while the group (and its page) is down.
+    """
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(folder))
+    return _totals(generate_latest(registry).decode(), queue, False)
+
+
+def _totals(text: str, queue: str | None, by_label: bool) -> dict[str, float]:
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -136,11 +154,12 @@ def plot_run(recorder: Recorder, title: str) -> Figure:
     axes[3].set_title("mean duration (ms)", fontsize=9)
     axes[3].set_ylim(bottom=0)
     for ax in axes:
-        ax.set_xlabel("seconds", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(True, color="#e6e6e6", linewidth=0.8)
+    fig.supxlabel("seconds", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    # fixed margins: tight_layout measures every label, and costs more than the drawing
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.16, top=0.8, wspace=0.3)
     return fig
 
 
@@ -215,10 +234,11 @@ def oldest_waiting_seconds(app: Any, queue: str) -> float:
     return max(0.0, time.time() - Message.decode(body).message_timestamp / 1000)
 
 
-def show_source(module: str, *names: str) -> None:
+def show_source(module: str, *names: str, docstrings: bool = True) -> None:
     """Print the lines of ``module`` that define ``names`` (``"HTTP_HOST"``,
     ``"Prometheus.after_enqueue"``), without importing it: importing Dramatiq's
-    Prometheus module creates its metrics folder."""
+    Prometheus module creates its metrics folder. ``docstrings=False`` leaves the
+    definitions' docstrings out (the header says so)."""
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
         raise ModuleNotFoundError(module)
@@ -231,8 +251,22 @@ def show_source(module: str, *names: str) -> None:
             raise LookupError(f"{name} is not defined in {short}")
         start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
         end = node.end_lineno or node.lineno
-        print(f"# {short}, line {start}" + (f"-{end}" if end > start else ""))
-        print(textwrap.dedent("\n".join(lines[start - 1:end])))
+        shown = list(range(start, end + 1))
+        doc = _docstring(node) if not docstrings else None
+        if doc is not None:
+            shown = [n for n in shown if not doc[0] <= n <= doc[1]]
+        print(f"# {short}, line {start}" + (f"-{end}" if end > start else "")
+              + (" (docstring left out)" if doc is not None else ""))
+        print(textwrap.dedent("\n".join(lines[n - 1] for n in shown)))
+
+
+def _docstring(node: ast.stmt) -> tuple[int, int] | None:
+    """The first and last line of ``node``'s docstring, if it has one."""
+    body = getattr(node, "body", [])
+    if (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)):
+        return body[0].lineno, body[0].end_lineno or body[0].lineno
+    return None
 
 
 def _find(body: list[ast.stmt], path: list[str]) -> ast.stmt | None:
