@@ -32,9 +32,9 @@ from shared.retries.flaky_smtp import RATE_WINDOW, Answer, FlakySmtp
 from shared.retries.lab import RetryLab
 
 #: The provider's limit in the lesson: recipients accepted in any one second.
-PROVIDER_LIMIT = 20
+PROVIDER_LIMIT = 10
 #: How many sign-ups arrive at once in the lesson's burst.
-BURST = 40
+BURST = 20
 #: Codes the provider answers: slow down, no such mailbox.
 SLOW_DOWN, NO_SUCH_MAILBOX = 421, 550
 
@@ -144,8 +144,8 @@ def burst(lab: RetryLab, smtp: FlakySmtp, actor: Actor, n: int = BURST, *, label
         limit=smtp.rate_limit)
 
 
-def clock_second_leak(limiter: WindowRateLimiter, *, before: float = 0.4,
-                      after: float = 0.4) -> tuple[int, float]:
+def clock_second_leak(limiter: WindowRateLimiter, *, before: float = 0.15,
+                      after: float = 0.15) -> tuple[int, float]:
     """Acquire ``limiter`` as fast as possible from ``before`` s ahead of a clock second's
     turn to ``after`` s past it; return how many acquisitions it granted, and over how long.
 
@@ -214,7 +214,8 @@ def plot_rates(runs: Sequence[Run]) -> Figure:
     fig.supxlabel("seconds since the burst", fontsize="small", y=0.11)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize="small", frameon=False)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    # fixed margins: tight_layout would lay the five panels' ticks out twice (it costs ~0.5 s)
+    fig.subplots_adjust(left=0.07, right=0.99, top=0.9, bottom=0.27, wspace=0.08)
     return fig
 
 
