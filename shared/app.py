@@ -133,6 +133,8 @@ def _signup(app_state: AppState):
         with timing.measure("validate"):
             email = parse_signup(request.content_type, request.get_data(cache=False))
         with timing.measure("account"):
+            if runner.kinds:
+                runner.admit()  # load shedding refuses here, before anything is written
             jobs = new_jobs(email, request_id, runner.kinds)
             # With an outbox, the jobs' rows are written in the account's transaction.
             app_state.store.create_account(email, jobs,
@@ -141,6 +143,8 @@ def _signup(app_state: AppState):
         return _answer({"error": str(exc)}, exc.status, request_id, timing)
     except AccountExists:
         return _answer({"error": f"{email} already has an account"}, 409, request_id, timing)
+    except QueueFull as exc:
+        return _refused(exc, request_id, timing)
 
     if not jobs:
         return _answer({"email": email}, 201, request_id, timing)
@@ -152,10 +156,7 @@ def _signup(app_state: AppState):
     except QueueFull as exc:
         # Undo the signup, so that the client's retry is a fresh signup, not a 409.
         app_state.store.forget_signup(email, [job.id for job in jobs])
-        response = _answer({"error": f"{exc}; try again in {exc.retry_after} s"}, 503,
-                           request_id, timing)
-        response.headers["Retry-After"] = str(exc.retry_after)
-        return response
+        return _refused(exc, request_id, timing)
     if not runner.tells_job_ids:
         return _answer({"email": email, "jobs": "started; nobody will tell you how they went"},
                        202, request_id, timing)
@@ -178,6 +179,14 @@ def _run_then_answer(app_state: AppState, email: str, jobs: list, request_id: st
         return _answer({"email": email, "error": "; ".join(failed)}, 502, request_id, timing)
     return _answer({"email": email, "welcome_email": "sent", "avatar": "ready"},
                    201, request_id, timing)
+
+
+def _refused(exc: QueueFull, request_id: str, timing: ServerTiming):
+    """503 with ``Retry-After``: the runner is overloaded; a retry later is a fresh signup."""
+    response = _answer({"error": f"{exc}; try again in {exc.retry_after} s"}, 503,
+                       request_id, timing)
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def _answer(body: dict, status: int, request_id: str, timing: ServerTiming):

@@ -425,6 +425,37 @@ def test_a_shedding_app_answers_503_with_retry_after_and_keeps_no_refused_signup
         state(app).close(timeout=1)
 
 
+def test_a_refused_signup_writes_nothing_so_the_outbox_relay_cannot_send_its_jobs(fast_sink):
+    # The relay may claim and send an outbox row as soon as it is committed. Play that race out
+    # every time: after each account's commit, the relay runs a pass at once. A refused signup
+    # must not have been committed at all (shedding refuses before the account is written).
+    app = create_app("dramatiq", redis_url=redis_url(), smtp_host=fast_sink.host,
+                     smtp_port=fast_sink.port, workers=1, threads=1, outbox=1,
+                     max_backlog_seconds=1)
+    runner, store = state(app).runner, state(app).store
+    try:
+        store.add_jobs([new_jobs(f"old{n}@example.com", f"o{n}", kinds=("avatar",))[0]
+                        for n in range(5)])  # in the store only: 5 unfinished, none finished
+        with sqlite3.connect(store.path) as db:  # the oldest 30 s old: far past 1 s of work
+            db.execute("UPDATE jobs SET enqueued_at = enqueued_at - 30")
+        committed = []
+        create_account = store.create_account
+
+        def commit_then_relay(email, jobs=(), **kwargs):
+            create_account(email, jobs, **kwargs)
+            committed.append(email)
+            runner.relay.relay_once()  # the relay wins the race to the fresh rows
+
+        store.create_account = commit_then_relay
+        with app.test_client() as client:
+            answer = client.post("/signup", json={"email": "late@example.com"})
+        assert answer.status_code == 503 and int(answer.headers["Retry-After"]) >= 1
+        assert committed == [] and runner.relay.sent == 0
+        assert store.account("late@example.com") is None and store.unsent() == 0
+    finally:
+        state(app).close(timeout=1)
+
+
 def test_a_nice_option_lowers_every_worker_process_and_is_checked(fast_sink):
     from shared.modes.dramatiq.niceness import priority_of  # noqa: PLC0415
 

@@ -69,3 +69,19 @@ def test_crowd_run_needs_a_dramatiq_app():
             crowd_run(app, "bare", 1, 1)
     finally:
         state(app).close()
+
+
+def test_the_age_verdict_says_held_past_or_too_short_to_tell():
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from shared.production.backpressure import HELD, PAST, SHORT, CrowdRun  # noqa: PLC0415
+
+    def run(wall: float, ages: list[float]) -> CrowdRun:
+        samples = [SimpleNamespace(t=10.0 + i * wall / len(ages), value=lambda name, a=a: a)
+                   for i, a in enumerate(ages)]
+        return CrowdRun("r", 1.0, SimpleNamespace(started=10.0, wall=wall),
+                        SimpleNamespace(samples=samples))
+
+    assert run(4.0, [0.5, 1.2, 1.4, 1.1]).age_verdict() == HELD
+    assert run(4.0, [0.5, 1.5, 2.5, 3.5]).age_verdict() == PAST
+    assert run(1.5, [0.5, 1.0, 1.4]).age_verdict() == SHORT  # could not have gone past 2 s

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 
+import psutil
 import pytest
 
 from shared.app import create_app, state
 from shared.modes.dramatiq.niceness import priority_of
-from shared.production.cpu import Burst, Verdict, compare, plot_ratios, ratios
+from shared.production.cpu import (Burst, Verdict, compare, main, make_polite, median_range,
+                                   plot_ratios, ranges, ratios)
 from shared.redis_server import redis_url
 from shared.settings import Settings
 
@@ -24,6 +26,43 @@ def test_ratios_pair_each_trial_with_the_same_trials_baseline():
     bursts = {"bare": [Burst(0.01, 0.0, True), Burst(0.02, 0.0, True)],
               "other": [Burst(0.03, 1.0, True), Burst(0.02, 1.0, True)]}
     assert ratios(bursts, over="bare") == {"other": [3.0, 1.0]}
+
+
+def test_one_trial_each_gives_a_verdict_on_how_far_each_median_could_move_by_chance():
+    assert median_range([0.05] * 9) == (0.05, 0.05)
+    low, high = median_range([0.01, 0.02, 0.03, 0.04, 0.20, 0.21, 0.22])
+    assert 0.01 <= low <= 0.04 < 0.20 <= high <= 0.22
+    bursts = {"bare": [Burst(0.02, 0.0, True, (0.018, 0.024))],
+              "slow": [Burst(0.06, 0.1, True, (0.04, 0.08))],
+              "fast": [Burst(0.04, 0.1, True, (0.039, 0.041))]}
+    by_app = ranges(bursts, over="bare")
+    assert by_app["slow"] == pytest.approx([2.0, 3.0, 4.0]) and "bare" not in by_app
+    noisy = Verdict(by_app["slow"], by_app["fast"], of="one burst's median")
+    assert not noisy.clear and "one burst's median spread over up to 2.0x" in str(noisy)
+    assert "WARNING" in str(noisy)
+
+
+def test_make_polite_lowers_a_running_apps_worker_groups(fast_sink):
+    app = create_app("dramatiq", redis_url=redis_url(), smtp_host=fast_sink.host,
+                     smtp_port=fast_sink.port, workers=1, threads=1)
+    runner = state(app).runner
+    try:
+        runner.wait_ready(60)
+        assert all(priority_of(p.pid)[0] == 0 for p in runner.worker_processes())
+        make_polite(app, 19)
+        processes = runner.worker_processes() + [psutil.Process(pid) for pid in runner.pids]
+        assert processes and all(priority_of(p.pid)[0] == 19 for p in processes)
+        assert "worker groups at nice 19" in runner.describe()
+    finally:
+        state(app).close(timeout=0)
+
+
+def test_the_command_line_prints_the_table_and_both_verdicts(capsys):
+    assert main(["--trials", "2", "--signups", "4", "--clients", "2", "--warm", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "2 trials of 4 signups from 2 clients" in out
+    assert "dramatiq, workers at nice 19" in out and "dramatiq, workers stopped" in out
+    assert out.count("the medians differ by") == 2
 
 
 def test_compare_measures_every_app_in_every_trial_and_waits_for_the_jobs(fast_sink):

@@ -87,6 +87,10 @@ class Runner:
         """Take ``job`` (already recorded as queued in the store) and run it, some time."""
         raise NotImplementedError
 
+    def admit(self) -> None:
+        """Before a signup writes anything: raise :class:`QueueFull` to refuse it (503) while
+        this runner is overloaded. By default every signup is admitted."""
+
     def submit_all(self, jobs: list[Job]) -> None:
         """Take one signup's jobs. A runner with a bounded queue takes all of them or,
         raising :class:`QueueFull`, none; by default each job is submitted in turn."""

@@ -35,6 +35,7 @@ RUN_COLOURS = ("tab:red", "tab:green")
 NEAR = 2.0
 HELD = "levelled off near the bound"
 PAST = "went well past the bound: the workers were slower than their recent pace said"
+SHORT = "cannot be judged: the crowd ended before the age could go well past the bound"
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,10 @@ class CrowdRun:
         return sum(record.status == status for record in self.load.records)
 
     def age_verdict(self) -> str:
-        """Whether the oldest unfinished job's age stayed within ``NEAR`` times the bound."""
+        """Whether the oldest unfinished job's age stayed within ``NEAR`` times the bound (a
+        crowd shorter than that could not have shown otherwise)."""
+        if self.load.wall <= NEAR * self.bound:
+            return SHORT
         return HELD if max(self.during_load("age"), default=0.0) <= NEAR * self.bound else PAST
 
 
@@ -98,10 +102,10 @@ class BacklogProbe:
 
 
 def warm_up(app: Flask, signups: int, timeout: float = 30.0) -> None:
-    """A few signups, one at a time, and wait until their jobs are done: the workers' pace is
-    then known, as on a site that has been running for a while."""
+    """A few signups at once, and wait until their jobs are done: the workers' pace is then
+    known, as on a site that has been running for a while."""
     with BackgroundServer(app) as server:
-        run_load(f"{server.url}/signup", n=signups, concurrency=1, progress=False)
+        run_load(f"{server.url}/signup", n=signups, concurrency=signups, progress=False)
     if not state(app).runner.wait(timeout):
         raise TimeoutError(f"the warm-up's jobs were not done within {timeout:g} s")
 

@@ -7,11 +7,19 @@ answer time. A dramatiq burst ends when its workers have finished its jobs,
 so the next burst never meets the last one's backlog (unless they take longer than
 ``DRAIN_SECONDS``: polite workers on a busy machine). :func:`Verdict` says
 whether the difference between two apps is larger than the spread of the
-trials: on a busy machine it often is not, and then no single run means much.
+trials (or, with one trial each, than the uncertainty of each burst's median):
+on a busy machine it often is not, and then no single run means much.
+
+``python -m shared.production.cpu`` runs the full comparison (two dramatiq
+apps, nice 0 and nice 19, ``TRIALS`` trials in a rotating order) from a
+terminal and prints the table and the verdict: the lesson's cell has time
+for one short trial only.
 """
 
 from __future__ import annotations
 
+import argparse
+import random
 import statistics
 import sys
 import time
@@ -29,7 +37,8 @@ from shared.app import state
 from shared.fmt import fmt_ratio
 from shared.load import run_load
 from shared.modes import Runner
-from shared.modes.dramatiq.niceness import autogroups_on
+from shared.modes.dramatiq.mode import DramatiqMode
+from shared.modes.dramatiq.niceness import autogroups_on, lower_priority
 from shared.plots import DPI
 from shared.processes import start_child, stop_tree, wait_until
 from shared.progress import progress_bar
@@ -48,6 +57,9 @@ class Burst:
     p50: float
     drain: float  # at most DRAIN_SECONDS
     drained: bool  # False: its jobs were not all done after DRAIN_SECONDS
+    #: How uncertain ``p50`` is: the 5th to 95th percentile of the medians of resampled
+    #: answers (a bootstrap); (p50, p50) when not known
+    p50_range: tuple[float, float] = (0.0, 0.0)
 
 
 @contextmanager
@@ -77,7 +89,7 @@ def burst(app: Flask, signups: int, clients: int, warm: int = 0, pause: bool = F
     if pause:
         with paused(state(app).runner):
             p50 = _timed(app, signups, clients)
-        return _drained(app, p50)
+        return _drained(app, *p50)
     with BackgroundServer(app) as server:
         if warm and state(app).runner.kinds:
             run_load(f"{server.url}/signup", n=warm, concurrency=clients, progress=False)
@@ -88,23 +100,36 @@ def burst(app: Flask, signups: int, clients: int, warm: int = 0, pause: bool = F
                 return now["running"] > 0 or now["queued"] < queued or queued == 0
 
             wait_until(working, DRAIN_SECONDS, "a worker to start one of the warm-up jobs")
-    return _drained(app, _timed(app, signups, clients))
+        timed = _timed(app, signups, clients, server)
+    return _drained(app, *timed)
 
 
-def _timed(app: Flask, signups: int, clients: int) -> float:
-    """The timed burst's median answer time."""
-    with BackgroundServer(app) as server:
-        load = run_load(f"{server.url}/signup", n=signups, concurrency=clients, progress=False)
+def _timed(app: Flask, signups: int, clients: int,
+           server: BackgroundServer | None = None) -> tuple[float, tuple[float, float]]:
+    """The timed burst's median answer time, and how uncertain it is (:func:`median_range`)."""
+    if server is None:
+        with BackgroundServer(app) as server:
+            return _timed(app, signups, clients, server)
+    load = run_load(f"{server.url}/signup", n=signups, concurrency=clients, progress=False)
     if load.summary().ok < signups:
         raise RuntimeError(f"some signups failed: {load.summary()}")
-    return load.summary().p50
+    return load.summary().p50, median_range(load.latencies)
 
 
-def _drained(app: Flask, p50: float) -> Burst:
+def median_range(values: list[float], resamples: int = 400) -> tuple[float, float]:
+    """The 5th and 95th percentiles of the medians of ``values`` resampled with replacement:
+    how far the median of one burst could move by chance alone."""
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values)))
+                     for _ in range(resamples))
+    return medians[int(0.05 * resamples)], medians[int(0.95 * resamples) - 1]
+
+
+def _drained(app: Flask, p50: float, p50_range: tuple[float, float]) -> Burst:
     """Wait (up to ``DRAIN_SECONDS``) for the app's jobs to be done."""
     answered = time.perf_counter()
     drained = state(app).runner.wait(DRAIN_SECONDS)
-    return Burst(p50, time.perf_counter() - answered, drained)
+    return Burst(p50, time.perf_counter() - answered, drained, p50_range)
 
 
 def compare(apps: dict[str, Flask], *, trials: int, signups: int, clients: int,
@@ -131,12 +156,38 @@ def ratios(bursts: dict[str, list[Burst]], over: str) -> dict[str, list[float]]:
             for name, values in bursts.items() if name != over}
 
 
+def make_polite(app: Flask, nice: int) -> None:
+    """Lower a running dramatiq app's worker groups to ``nice`` now, the way the mode does as
+    each group starts (a restarted group starts at it too). Raising it back needs root."""
+    runner = state(app).runner
+    if not isinstance(runner, DramatiqMode):
+        raise TypeError(f"make_polite needs a dramatiq app, got the {runner.name} mode")
+    runner.config["nice"] = nice
+    for group in runner.groups:
+        group.nice = nice
+        if group.child is not None and group.running:
+            lower_priority(group.child.pid, nice)
+
+
+def ranges(bursts: dict[str, list[Burst]], over: str) -> dict[str, list[float]]:
+    """With one trial each: each app's p50 range (:attr:`Burst.p50_range`) over ``over``'s p50,
+    as [low, p50, high], to give :class:`Verdict` in place of trials."""
+    return {name: [values[0].p50_range[0] / bursts[over][0].p50,
+                   values[0].p50 / bursts[over][0].p50,
+                   values[0].p50_range[1] / bursts[over][0].p50]
+            for name, values in bursts.items() if name != over}
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """Two apps' ratios to the baseline, trial by trial: is the gap bigger than the spread?"""
+    """Two apps' ratios to the baseline, trial by trial: is the gap bigger than the spread?
+
+    With one trial each, pass :func:`ranges` instead (``of="one burst's median"``): the
+    spread is then how far each burst's median could move by chance."""
 
     slower: list[float]
     faster: list[float]
+    of: str = "the trials"
 
     @property
     def effect(self) -> float:
@@ -154,7 +205,7 @@ class Verdict:
 
     def __str__(self) -> str:
         gap = (f"the medians differ by {fmt_ratio(max(self.effect, 0.0))} of the bare p50, "
-               f"the trials spread over up to {fmt_ratio(self.spread)}")
+               f"{self.of} spread over up to {fmt_ratio(self.spread)}")
         if self.clear:
             return f"{gap}: the difference is larger than the noise"
         return (f"{gap}: WARNING, the spread is larger than the difference, so this run cannot "
@@ -210,3 +261,62 @@ def nice_share(*, autogroup: bool, seconds: float = 0.5) -> float:
 def _cpu(pid: int) -> float:
     times = psutil.Process(pid).cpu_times()
     return times.user + times.system
+
+
+# -- the full comparison, from a terminal: python -m shared.production.cpu ----------------------
+
+NORMAL, POLITE = "dramatiq, workers at nice 0", "dramatiq, workers at nice 19"
+PAUSED = "dramatiq, workers stopped"
+TRIALS = 10
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Every app's burst in ``--trials`` trials, in a rotating order; the table and the verdict."""
+    from shared.app import create_app  # noqa: PLC0415 (the app pulls in Flask's whole stack)
+    from shared.machine import watch_machine  # noqa: PLC0415
+    from shared.redis_server import redis_url  # noqa: PLC0415
+    from shared.settings import Settings  # noqa: PLC0415
+    from shared.smtp_sink import SmtpSink  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="python -m shared.production.cpu",
+                                     description="Do polite (nice 19) workers give the web its "
+                                                 "CPU back? Bursts of signups, several trials.")
+    parser.add_argument("--trials", type=int, default=TRIALS)
+    parser.add_argument("--signups", type=int, default=24)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--warm", type=int, default=8, help="untimed signups before each burst")
+    args = parser.parse_args(argv)
+    sink = SmtpSink(delay=0.0).start()
+    settings = Settings(smtp_host=sink.host, smtp_port=sink.port, avatar_canvas=400)
+    apps = {"bare": create_app("bare", settings=settings),
+            NORMAL: create_app("dramatiq", settings=settings, redis_url=redis_url()),
+            POLITE: create_app("dramatiq", settings=settings, redis_url=redis_url(), nice=19)}
+    apps[PAUSED] = apps[NORMAL]
+    try:
+        for name in (NORMAL, POLITE):
+            runner = state(apps[name]).runner
+            assert isinstance(runner, DramatiqMode)
+            runner.wait_ready()
+        print(f"{args.trials} trials of {args.signups} signups from {args.clients} clients at "
+              f"once, at {len(apps)} apps in a rotating order")
+        with watch_machine():
+            bursts = compare(apps, trials=args.trials, signups=args.signups,
+                             clients=args.clients, warm=args.warm, pause=frozenset({PAUSED}))
+    finally:
+        for app in {id(app): app for app in apps.values()}.values():
+            state(app).close(timeout=10)
+        sink.stop()
+    by_app = ratios(bursts, over="bare")
+    width = max(map(len, by_app))
+    print(f"{'p50 over the bare handler':<{width}}  median  lowest  highest")
+    for name, values in by_app.items():
+        print(f"{name:<{width}}  {fmt_ratio(statistics.median(values)):>6}  "
+              f"{fmt_ratio(min(values)):>6}  {fmt_ratio(max(values)):>7}")
+    print("nice 0 against nice 19:", Verdict(by_app[NORMAL], by_app[POLITE]))
+    print("workers running at nice 0 against workers stopped:",
+          Verdict(by_app[NORMAL], by_app[PAUSED]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -139,12 +139,14 @@ class DramatiqMode(Runner):
         """Send the job's message to its kind's queue in Redis; that kind's group picks it up."""
         self.broker.enqueue(job_message(job))
 
-    def submit_all(self, jobs: list[Job]) -> None:
-        """Send a signup's jobs; with the outbox on, they are in the outbox: wake the relay.
-
-        Load shedding (lesson 07, :mod:`.shedding`) may refuse them first: ``QueueFull``.
-        """
+    def admit(self) -> None:
+        """Load shedding (lesson 07, :mod:`.shedding`): ``QueueFull`` while the backlog is past
+        its bound. The app asks before it writes the signup, so a refused signup commits nothing
+        (with the outbox on, the relay could otherwise send a refused signup's jobs)."""
         self.shedding.check()
+
+    def submit_all(self, jobs: list[Job]) -> None:
+        """Send a signup's jobs; with the outbox on, they are in the outbox: wake the relay."""
         if self.relay is not None:
             self.relay.wake()
         else:
