@@ -400,9 +400,10 @@ class Store:
                      lease_seconds: float = 30.0) -> list[JobStatus]:
         """Claim up to ``limit`` unsent outbox jobs for ``relay``, oldest first.
 
-        One write transaction: two relays never claim the same row. A claim
-        lasts ``lease_seconds``; after that (its relay died) any relay may
-        claim the row again. A relay always gets back its own claims.
+        One write transaction: two relays never claim the same row at once. A
+        claim lasts ``lease_seconds``; after that (its relay died, or is too
+        slow) any relay may claim the row again. A relay always gets back its
+        own claims, with a fresh lease.
         """
         if self.unsent() == 0:
             return []  # a read: an idle relay never takes the write lock
@@ -418,10 +419,17 @@ class Store:
                 "AND outbox.sent_at IS NULL ORDER BY outbox.seq", (relay,)).fetchall()
         return [JobStatus(*row) for row in rows]
 
-    def mark_sent(self, job_id: str) -> None:
-        """The relay sent this job's message: the outbox row is done."""
+    def mark_sent(self, job_id: str, relay: str) -> bool:
+        """``relay`` sent this job's message: the outbox row is done, if ``relay`` still holds it.
+
+        False when the row is no longer ``relay``'s claim: its lease ran out and
+        another relay claimed the row (and may send it again), or marked it sent.
+        """
         with self._write() as db:
-            db.execute("UPDATE outbox SET sent_at = ? WHERE job_id = ?", (time.time(), job_id))
+            marked = db.execute("UPDATE outbox SET sent_at = ? WHERE job_id = ? "
+                                "AND claimed_by = ? AND sent_at IS NULL",
+                                (time.time(), job_id, relay))
+            return marked.rowcount == 1
 
     def unsent(self) -> int:
         """How many outbox rows wait for the relay."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -50,7 +51,9 @@ def test_two_relays_never_claim_the_same_row_and_a_dead_relays_lease_runs_out(st
     assert [r.id for r in store.claim_unsent("a", limit=100)] == [r.id for r in first]  # its own
     expired = store.claim_unsent("c", limit=100, lease_seconds=-1)  # nothing free for c
     assert expired == []
-    store.mark_sent(first[0].id)
+    assert not store.mark_sent(first[0].id, "b"), "b does not hold a's claim"
+    assert store.mark_sent(first[0].id, "a")
+    assert not store.mark_sent(first[0].id, "a"), "marked once"
     assert first[0].id not in [r.id for r in store.claim_unsent("a", limit=100)]
 
 
@@ -58,6 +61,63 @@ def test_a_dead_relays_claims_go_to_another_relay_once_the_lease_ran_out(store):
     _signup(store, "ada@example.com")
     assert len(store.claim_unsent("dead", lease_seconds=-1)) == 2  # a lease already over
     assert len(store.claim_unsent("alive")) == 2
+
+
+def test_a_relay_that_outlives_its_lease_loses_the_claim_and_the_row_goes_out_twice(store):
+    """At least once: the slow relay's row is sent again by the relay that took it over; the
+    slow relay's mark does not count, and it stops its pass there."""
+    jobs = [job for i in range(2) for job in _signup(store, f"user{i}@example.com")]
+    sent: list[tuple[str, str]] = []
+    other = OutboxRelay(store, lambda job: sent.append(("other", job.id)))
+
+    def slow_send(job: Job) -> None:
+        if not sent:
+            time.sleep(0.3)  # longer than the lease
+            assert other.relay_once() == 4, "the other relay takes over every row"
+        sent.append(("slow", job.id))
+
+    slow = OutboxRelay(store, slow_send, lease=0.1)
+    assert slow.relay_once() == 1  # sent one row, then found its claim gone
+    assert sent == [("other", job.id) for job in jobs] + [("slow", jobs[0].id)]
+    assert store.unsent() == 0
+
+
+def test_a_relay_stops_its_pass_when_its_lease_runs_out_and_claims_again(store):
+    jobs = [job for i in range(2) for job in _signup(store, f"user{i}@example.com")]
+    sent: list[str] = []
+
+    def send(job: Job) -> None:
+        time.sleep(0.15)
+        sent.append(job.id)
+
+    relay = OutboxRelay(store, send, lease=0.2)
+    first = relay.relay_once()
+    assert 1 <= first < 4, "the pass ends once the lease is over"
+    while store.unsent():
+        relay.relay_once()  # its own rows, claimed again with a fresh lease
+    assert sent == [job.id for job in jobs]  # each once, in order
+
+
+def test_a_storm_of_signups_does_not_cut_the_relays_backoff_short(store):
+    _signup(store, "ada@example.com")
+    tries = 0
+
+    def send(job: Job) -> None:
+        nonlocal tries
+        tries += 1
+        raise ConnectionError("broker down")
+
+    relay = OutboxRelay(store, send, pause=0.01).start()
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            relay.wake()  # every signup wakes the relay
+            time.sleep(0.001)
+    finally:
+        relay.stop()
+    # backoff 0.02, 0.04, ... 0.64 s: at most 7 tries in a second (hundreds if wake cut it short)
+    assert 2 <= tries <= 8, tries
+    assert store.unsent() == 2
 
 
 def test_a_relay_keeps_the_rows_a_failed_send_could_not_send_and_sends_them_later_in_order(store):
@@ -157,17 +217,19 @@ def test_the_lab_counts_the_race_the_lost_sends_and_leaves_nothing_behind():
 
     import dramatiq.worker
     import redis as redis_client
+    from dramatiq import Message
 
     from shared.production.commit import CommitLab, NoSuchAccount
 
     saved = dramatiq.worker.CONSUMER_RESTART_DELAY_SECS
     lab = CommitLab().start()
     try:
-        @lab.actor(max_retries=0)
-        def welcome(email):
+        def welcome_job(email):
             if lab.store.account(email) is None:
                 raise NoSuchAccount(email)
 
+        welcome = lab.actor(welcome_job, actor_name="welcome", max_retries=0)
+        retried = lab.actor(welcome_job, actor_name="retried", max_retries=2, min_backoff=10)
         lab.run()
         db = lab.connect()
         for i in range(3):  # the transaction stays open far longer than the worker's pickup
@@ -197,6 +259,24 @@ def test_the_lab_counts_the_race_the_lost_sends_and_leaves_nothing_behind():
         assert failed == 2
         assert lab.outcomes([f"down{i}@example.com" for i in range(2)])["never sent"] == 2
         assert len(lab.accounts()) == 8
+        # a rolled-back signup's job fails on every retry; wait() waits for the last one
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO accounts (email, created_at) VALUES (?, ?)",
+                   ("gone@example.com", time.time()))
+        retried.send("gone@example.com")
+        db.execute("ROLLBACK")
+        lab.wait(DEADLINE)
+        tries = lab.worker.attempts(actor="retried")
+        assert [a.outcome for a in tries] == ["retry", "retry", "dead"]
+        assert lab.no_account(tries) == 3
+        # one message sent twice runs twice, and wait() waits for both copies
+        lab.store.create_account("twice@example.com")
+        copy = Message(queue_name="default", actor_name="welcome", args=("twice@example.com",),
+                       kwargs={}, options={}, message_id="sent-twice")
+        lab.worker.broker.enqueue(copy)
+        lab.worker.broker.enqueue(copy)
+        lab.wait(DEADLINE)
+        assert len(lab.worker.attempts(args=("twice@example.com",))) == 2
     finally:
         left = lab.close()
     assert left.total == 0, left

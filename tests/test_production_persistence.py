@@ -9,7 +9,7 @@ import pytest
 
 from shared.production.persistence import (ALWAYS, DEFAULTS, EVERYSEC, OFF, SETTINGS, CrashRun,
                                            EnqueueCost, cost_lines, crash, enqueue_costs,
-                                           leftovers, plot_persistence)
+                                           persistence_leftovers, plot_persistence)
 from shared.redis_server import EmbeddedRedis
 from shared.serve import describe_persistence, persistence_line
 
@@ -47,7 +47,7 @@ def test_an_append_only_file_keeps_what_it_promises_through_kill_9(runs, setting
 
 
 def test_a_run_leaves_nothing_behind(runs):
-    assert leftovers() == {"servers": 0, "sender threads": 0, "data directories": 0}
+    assert persistence_leftovers() == {"servers": 0, "sender threads": 0, "data directories": 0}
     assert not [t for t in threading.enumerate() if t.name.startswith("persistence-sender")]
 
 
@@ -64,7 +64,7 @@ def test_enqueue_costs_are_measured_on_every_setting_against_the_first():
     assert all(cost.seconds > 0 and cost.samples == 20 for cost in costs)
     lines = cost_lines(costs)
     assert lines[0].endswith("1.0x as long as off") and "per enqueue" in lines[1]
-    assert leftovers()["servers"] == 0
+    assert persistence_leftovers()["servers"] == 0
 
 
 def test_the_plot_has_both_panels(runs):

@@ -23,7 +23,7 @@ from dramatiq.middleware import Middleware
 from shared.modes.dramatiq.broker import namespace_keys
 from shared.net import free_port
 from shared.redis_server import EmbeddedRedis
-from shared.retries.lab import RetryLab
+from shared.retries.lab import Attempt, RetryLab
 from shared.smtp_sink import SmtpSink
 from shared.store import BUSY_SECONDS, Store
 
@@ -59,13 +59,23 @@ class Leftovers:
 
 
 class _Sent(Middleware):
-    """Remembers every message Redis took (a send that raised never gets here)."""
+    """Remembers every message Redis took (a send that raised never gets here).
+
+    ``ids``: every message id. ``runnable``: how many enqueues put a message where a
+    worker takes it, copies included; a retry's enqueue onto the delay queue is not
+    one of them, its later move from there to the queue is.
+    """
 
     def __init__(self) -> None:
         self.ids: set[str] = set()
+        self.runnable = 0
+        self._lock = threading.Lock()
 
     def after_enqueue(self, broker, message, delay):
-        self.ids.add(message.message_id)
+        with self._lock:
+            self.ids.add(message.message_id)
+            if delay is None:
+                self.runnable += 1
 
 
 class CommitLab:
@@ -97,9 +107,10 @@ class CommitLab:
             raise RuntimeError("start the CommitLab first")
         return self.lab
 
-    def actor(self, **options):
-        """``@lab.actor(max_retries=0)``: an actor on this lab's broker."""
-        return self.worker.actor(**options)
+    def actor(self, fn=None, **options):
+        """``@lab.actor(max_retries=0)``, or ``lab.actor(fn, actor_name=...)``: an actor on
+        this lab's broker."""
+        return self.worker.actor(fn, **options)
 
     def run(self) -> CommitLab:
         """Start the worker, after every actor is declared."""
@@ -121,10 +132,15 @@ class CommitLab:
         return thread
 
     def wait(self, timeout: float = 10.0, what: str = "every job sent to finish") -> None:
-        """Wait until every message Redis took has run (done, or failed for good)."""
+        """Wait until every message Redis took has run (done, or failed for good).
+
+        Counts copies: a message sent twice with one message id runs twice, and
+        each retry is a message Redis took again.
+        """
         def finished() -> bool:
-            ended = {a.message_id for a in self.worker.attempts() if a.outcome != "retry"}
-            return self._sent.ids <= ended
+            attempts = self.worker.attempts()
+            ended = {a.message_id for a in attempts if a.outcome != "retry"}
+            return self._sent.ids <= ended and len(attempts) >= self._sent.runnable
 
         self.worker.wait_until(finished, timeout, what)
 
@@ -144,9 +160,9 @@ class CommitLab:
 
     # -- counting ------------------------------------------------------------
 
-    def no_account(self) -> int:
-        """How many attempts found no account."""
-        return sum(1 for a in self.worker.attempts()
+    def no_account(self, attempts: list[Attempt] | None = None) -> int:
+        """How many attempts (all so far, or those given) found no account."""
+        return sum(1 for a in (self.worker.attempts() if attempts is None else attempts)
                    if (a.error or "").startswith(NoSuchAccount.__name__))
 
     def mailed(self) -> Counter[str]:

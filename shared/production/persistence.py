@@ -302,7 +302,7 @@ def _short(setting: Persistence) -> str:
             ALWAYS.name: "always"}.get(setting.name, setting.name)
 
 
-def leftovers() -> dict[str, int]:
+def persistence_leftovers() -> dict[str, int]:
     """What this module's runs left behind: servers, sender threads, data directories."""
     servers = sum(1 for child in psutil.Process().children(recursive=True)
                   if _is_server(child))

@@ -8,16 +8,22 @@ thread sends each unsent row's message, then marks the row sent:
 - send, then mark: a failed send leaves the row unsent, to try again; a crash
   between the two sends the message again on the next pass (at least once,
   never zero). The message id is the job id, so the job can tell (lesson 06).
-- claims: rows are claimed for a while in one transaction, so two relays
-  (two web processes) never send the same row at the same time.
-- an error ends the pass, not the thread: it waits, then tries again, and
-  keeps the order of the rows.
+- claims with a lease: rows are claimed in one transaction, so two relays (two
+  web processes) never claim the same row at once. A claim runs out after
+  ``lease`` seconds, so a dead relay's rows go to another relay. A relay that
+  outlives its lease stops its pass before the next send, and marks a row only
+  while it still holds the claim; a single send slower than the lease can
+  still go out twice (at least once, again).
+- an error ends the pass, not the thread: it waits, longer after each failed
+  pass, then tries again, and keeps the order of the rows. A signup's
+  :meth:`OutboxRelay.wake` cuts short only the idle pause, never that backoff.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
@@ -50,7 +56,9 @@ class OutboxRelay:
         return self
 
     def wake(self) -> None:
-        """Run a pass now (a signup just wrote rows)."""
+        """Run a pass now (a signup just wrote rows), unless the last pass failed: then the
+        relay keeps its backoff, so a storm of signups during an outage does not hammer the
+        broker."""
         self._wake.set()
 
     def relay_once(self) -> int:
@@ -59,11 +67,15 @@ class OutboxRelay:
         Returns how many were sent; raises what the failed send raised.
         """
         sent = 0
+        lease_ends = time.time() + self.lease  # no later than the store's own deadline
         for row in self.store.claim_unsent(self.name, lease_seconds=self.lease):
+            if time.time() >= lease_ends:
+                break  # the claims ran out: the next pass claims again
             self.send(_job(row))  # first send...
-            self.store.mark_sent(row.id)  # ...then mark: a failure in between sends it again
             sent += 1
             self.sent += 1
+            if not self.store.mark_sent(row.id, self.name):  # ...then mark, if still ours
+                break  # another relay took the row over after the lease: it may send it too
         return sent
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -88,11 +100,12 @@ class OutboxRelay:
                     log.info("outbox relay: cannot send (%s: %s); the jobs wait in the outbox",
                              type(exc).__name__, exc)
                 pause = min(pause * 2, MAX_PAUSE_SECONDS)
+                self._stop.wait(pause)  # back off: a signup's wake() does not cut this short
             else:
                 if pause != self.pause:
                     log.info("outbox relay: sending again")
                 pause = self.pause
-            self._wake.wait(pause)
+                self._wake.wait(pause)  # idle: a signup's wake() starts the next pass at once
             self._wake.clear()
 
 
