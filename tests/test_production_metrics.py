@@ -9,9 +9,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
+import redis
+from dramatiq import Message
 
 from shared.app import create_app, state
 from shared.modes.dramatiq.metrics import HOST, MeteredGroup
@@ -134,6 +137,53 @@ def test_a_frozen_worker_answers_its_page_but_finishes_nothing_while_the_backlog
         worker.resume()
     assert mode.wait(DEADLINE)
     assert metrics.backlog(app, "email") == 0 and metrics.oldest_waiting_seconds(app, "email") == 0
+
+
+def test_a_worker_frozen_holding_its_prefetch_leaves_the_list_empty_but_not_the_backlog(metered):
+    app, mode, smtp = metered
+    email = mode.groups[0]
+    url = mode.metrics_urls["email"]
+    [worker] = email.worker_processes()
+    prefetch = 2 * email.threads
+    smtp.delay = 1.0  # nothing finishes while the test looks
+    metrics.send_emails(app, [f"h{i}@example.com" for i in range(prefetch)])
+    metrics.wait_taken(app, "email", url, email.threads, DEADLINE)
+    metrics.freeze(worker)
+    try:
+        assert metrics.listed(app, "email") == 0, "the worker left messages in the list"
+        assert metrics.backlog(app, "email") == prefetch, "the __acks__ set was not counted"
+        assert metrics.oldest_waiting_seconds(app, "email") > 0
+    finally:
+        smtp.delay = 0.01
+        worker.resume()
+    assert mode.wait(DEADLINE)
+    assert metrics.backlog(app, "email") == 0
+
+
+def test_the_age_reads_every_message_and_leaves_retries_out(metered):
+    """On a queue no worker consumes: the head is not the oldest, and a retry's first
+    ``message_timestamp`` is not when it came back."""
+    app, mode, _ = metered
+    queue = "nobody"
+    hour_ago = int((time.time() - 3600) * 1000)
+
+    def message(timestamp: int, **options: object) -> Message:
+        return Message(queue_name=queue, actor_name="nothing", args=(), kwargs={},
+                       options=dict(options), message_timestamp=timestamp)
+
+    namespace = mode.broker_config.namespace
+    try:
+        mode.broker.enqueue(message(hour_ago, retries=1))  # a retry, first sent an hour ago
+        assert metrics.oldest_waiting_seconds(app, queue) == 0
+        mode.broker.enqueue(message(int(time.time() * 1000)))  # a fresh one at the head
+        assert metrics.oldest_waiting_seconds(app, queue) < 600
+        mode.broker.enqueue(message(hour_ago))  # a first attempt, pushed at the tail
+        assert metrics.oldest_waiting_seconds(app, queue) >= 3600
+        assert metrics.backlog(app, queue) == 3 == metrics.listed(app, queue)
+    finally:
+        client = redis.Redis.from_url(redis_url())
+        client.delete(f"{namespace}:{queue}", f"{namespace}:{queue}.msgs")
+        client.close()
 
 
 def test_show_source_prints_dramatiqs_lines_without_importing_the_module(capsys):

@@ -5,8 +5,8 @@ worker group and its Prometheus page), a real SMTP server, a real Redis. The
 email group is made idle, busy, failing, stuck (its threads wait on a slow
 provider) and frozen (``SIGSTOP``); for each, the learner's
 ``consumer_stalled(earlier, later, backlog)`` gets two scrapes of the group's
-page and the number of emails waiting in Redis, and must answer like the
-reference. A few cases with made-up numbers first (fast, and the edge cases).
+page and the number of emails unfinished in Redis (``metrics.backlog``), and
+must answer like the reference. A few cases with made-up numbers first (fast, and the edge cases).
 """
 
 from __future__ import annotations

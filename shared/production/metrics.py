@@ -4,7 +4,8 @@
 itself would read) into plain totals; :class:`Recorder` scrapes it every few
 ms during a run; :func:`plot_run` draws what a dashboard would. The counts
 to check them against come from the course's own store
-(:func:`own_counts`), and the backlog from Redis (:func:`backlog`).
+(:func:`own_counts`), and the backlog from Redis (:func:`backlog`: the list and
+the workers' ``__acks__`` sets).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+import psutil
 import redis
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -204,8 +206,8 @@ def own_counts(app: Any, job_ids: Iterable[str]) -> OwnCounts:
                      done=sum(job.status == "done" for job in known))
 
 
-def backlog(app: Any, queue: str) -> int:
-    """Messages waiting in Redis for a worker of ``queue`` to fetch them (not yet fetched)."""
+def listed(app: Any, queue: str) -> int:
+    """``LLEN`` of ``queue``: the messages no worker has fetched yet (and only those)."""
     runner = dramatiq_mode(app)
     client = redis.Redis.from_url(runner.settings.redis_url)
     try:
@@ -214,24 +216,69 @@ def backlog(app: Any, queue: str) -> int:
         client.close()
 
 
-def oldest_waiting_seconds(app: Any, queue: str) -> float:
-    """How long the oldest message still waiting in Redis for ``queue`` has waited (0: none).
+def _unacked_ids(client: redis.Redis, namespace: str, queue: str) -> list[bytes | str]:
+    """The Redis ids of ``queue``'s unacked messages: the list, and the workers' ``__acks__`` sets
+    (``dispatch.lua``'s ``fetch`` moves a message from the list to its worker's set)."""
+    ids: list[bytes | str] = list(client.lrange(f"{namespace}:{queue}", 0, -1))
+    for key in client.scan_iter(match=f"{namespace}:__acks__.*.{queue}", count=100):
+        ids += client.smembers(key)
+    return ids
 
-    Dramatiq's metrics have no such number: the Redis queue is a list, pushed at the
-    tail and popped at the head (``dramatiq/brokers/redis/dispatch.lua``), so the head
-    is the oldest; its ``message_timestamp`` says when it was sent.
+
+def backlog(app: Any, queue: str) -> int:
+    """Messages of ``queue`` no worker has finished: waiting in the list, or taken by a worker
+    (prefetched or running) and not acked yet."""
+    runner = dramatiq_mode(app)
+    client = redis.Redis.from_url(runner.settings.redis_url)
+    try:
+        return len(_unacked_ids(client, runner.broker_config.namespace, queue))
+    finally:
+        client.close()
+
+
+def oldest_waiting_seconds(app: Any, queue: str) -> float:
+    """Seconds since the oldest unfinished first attempt of ``queue`` was sent (0: none).
+
+    Every unacked message counts, in the list or held by a worker, not just the
+    list's head. A retry is left out: it keeps its first ``message_timestamp``
+    (``Message.copy``), and the worker deletes its ``eta`` when it moves it back
+    to this queue, so nothing records when it came back. A dead letter requeued by
+    hand (lesson 06) loses its ``retries`` but keeps its first timestamp: it
+    counts as old as its first send.
     """
     runner = dramatiq_mode(app)
     namespace = runner.broker_config.namespace
     client = redis.Redis.from_url(runner.settings.redis_url)
     try:
-        head = client.lindex(f"{namespace}:{queue}", 0)
-        body = client.hget(f"{namespace}:{queue}.msgs", head) if head is not None else None
+        ids = _unacked_ids(client, namespace, queue)
+        bodies = client.hmget(f"{namespace}:{queue}.msgs", ids) if ids else []
     finally:
         client.close()
-    if not isinstance(body, bytes):
-        return 0.0
-    return max(0.0, time.time() - Message.decode(body).message_timestamp / 1000)
+    messages = [Message.decode(body) for body in bodies if isinstance(body, bytes)]
+    sent = [m.message_timestamp for m in messages if "retries" not in m.options]
+    return max(0.0, time.time() - min(sent) / 1000) if sent else 0.0
+
+
+def wait_taken(app: Any, queue: str, url: str, threads: int, timeout: float = 15.0) -> None:
+    """Wait until the workers of ``queue`` fetched every message of its list and run ``threads``
+    of them (``dramatiq_messages_inprogress`` on the page at ``url``)."""
+    deadline = time.monotonic() + timeout
+    while listed(app, queue) or scrape(url).get(IN_PROGRESS, 0.0) < threads:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the workers of {queue!r} did not take its messages "
+                               f"within {timeout:g} s")
+        time.sleep(0.01)
+
+
+def freeze(process: psutil.Process, timeout: float = 5.0) -> None:
+    """``SIGSTOP`` ``process``, and return once the kernel reports it stopped (the signal is
+    delivered asynchronously: just after ``suspend()`` it may still be running)."""
+    process.suspend()
+    deadline = time.monotonic() + timeout
+    while process.status() != psutil.STATUS_STOPPED:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"process {process.pid} did not stop within {timeout:g} s")
+        time.sleep(0.005)
 
 
 def show_source(module: str, *names: str, docstrings: bool = True) -> None:
@@ -274,7 +321,9 @@ def _find(body: list[ast.stmt], path: list[str]) -> ast.stmt | None:
     for node in body:
         named = getattr(node, "name", None) == head or (
             isinstance(node, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == head for t in node.targets))
+            and any(isinstance(t, ast.Name) and t.id == head for t in node.targets)) or (
+            isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+            and node.target.id == head)
         if named:
             return _find(getattr(node, "body", []), rest) if rest else node
     return None
