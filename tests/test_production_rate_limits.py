@@ -7,11 +7,12 @@ import threading
 import time
 
 import pytest
-from dramatiq.rate_limits import WindowRateLimiter
+from dramatiq.rate_limits import ConcurrentRateLimiter, WindowRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
 
 from shared.production.rate_limits import (
-    Run, burst, clock_second_leak, leftovers, peak_per_window, per_window_series, plot_rates)
+    Run, burst, clock_second_leak, peak_per_window, per_window_series, plot_rates,
+    rate_lab_leftovers)
 from shared.retries.flaky_smtp import RATE_LIMITED, Answer, FlakySmtp
 from shared.retries.lab import RetryLab
 from shared.retries.mail import send_welcome
@@ -116,6 +117,28 @@ def test_window_rate_limiter_grants_twice_its_limit_across_a_clock_second():
     assert span < 1.0
 
 
+def test_a_leaked_concurrent_slot_outlives_its_ttl_under_traffic():
+    """Section 3's claim: the Redis backend writes the counter back with its ttl on every
+    granted acquire and every release, so a slot nobody releases expires only after a quiet
+    spell as long as the ttl."""
+    with RetryLab() as lab:
+        backend = RedisBackend(url=lab.url)
+        try:
+            slots = ConcurrentRateLimiter(backend, f"{lab.namespace}:limit:t", limit=3, ttl=100)
+            assert slots._acquire()  # the killed worker's slot
+            start = time.perf_counter()
+            while time.perf_counter() - start < 0.4:
+                with slots.acquire(raise_on_failure=False) as acquired:
+                    assert acquired
+                    time.sleep(0.01)
+            assert int(backend.client.get(slots.key)) == 1
+            assert backend.client.pttl(slots.key) > 50
+            time.sleep(0.25)
+            assert not backend.client.exists(slots.key)
+        finally:
+            backend.client.close()
+
+
 def test_plot_and_leftovers():
     before = threading.active_count()
     figure = plot_rates([_run(), _run(label="y", limit=2)])
@@ -128,4 +151,4 @@ def test_plot_and_leftovers():
             pass
 
         lab.start()
-    assert leftovers([smtp], [lab], before).startswith("left behind: 0 ")
+    assert rate_lab_leftovers([smtp], [lab], before).startswith("left behind: 0 ")

@@ -128,3 +128,20 @@ def test_log_events_parse_dramatiq_lines_and_skip_the_rest():
     [event] = log_events(text)
     assert (event.pid, event.source, event.level, event.text) == (
         41, "dramatiq.WorkerProcess(0)", "INFO", "Stopping worker process...")
+
+
+def test_the_main_process_waits_for_its_log_thread_s_poll():
+    """Section 4's reading of dramatiq/cli.py: join returns when a worker exits, but the log thread
+    also reads the main process's own log pipe (never closed), so it sees its stop event only when
+    its one-second wait times out."""
+    import inspect
+
+    from dramatiq import cli
+
+    main = inspect.getsource(cli.main)
+    assert "[parent_read_pipe, *worker_pipes, *fork_pipes]" in main
+    assert "proc.join(timeout=1)" in main
+    assert main.index("log_watcher_stop_event.set()") < main.index("log_watcher.join()")
+    watch = inspect.getsource(cli.watch_logs)
+    assert "multiprocessing.connection.wait(pipes, timeout=1)" in watch
+    assert "while pipes and not stop.is_set()" in watch

@@ -60,6 +60,15 @@ def _check(lab, smtp, addresses: list[str], late: str) -> None:
             f"the provider answered 421 (slow down) {len(refused)} time(s): more than {LIMIT} "
             "sends reached it within one second; no limiter, a limit above the provider's, or "
             "one that counts clock seconds (WindowRateLimiter) lets bursts through")
+    # every send the provider answered, refusals included, at the moment it decided (RCPT TO)
+    sends = [a.at for a in answers if a.code not in (250, 0)] + smtp.counted
+    busiest = _busiest_second(sends)
+    if busiest > LIMIT:
+        raise AssertionError(
+            f"{busiest} sends reached the provider within one second, refused ones (451, 550) "
+            f"included, over its limit of {LIMIT}: a provider may count those too. Keep the "
+            "slot one second after every send, a failed one too (try: ... finally: "
+            "time.sleep(...)); a send that raises must not free its slot at once")
     limit_dead = sorted(dead - {MISSING})
     if limit_dead:
         errors = sorted({(a.error or "").split(":")[0] for a in attempts
@@ -95,6 +104,16 @@ def _check(lab, smtp, addresses: list[str], late: str) -> None:
         raise AssertionError(
             f"{len(wrong)} address(es) did not get exactly one email ({address} got {n}): after "
             "its first answer (451, try again later) each must be retried and sent once")
+
+
+def _busiest_second(times: list[float]) -> int:
+    """The most of ``times`` (seconds) within any one-second span."""
+    ordered, most, first = sorted(times), 0, 0
+    for last, at in enumerate(ordered):
+        while ordered[first] <= at - 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 EXERCISES = [

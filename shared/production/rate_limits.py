@@ -8,7 +8,7 @@ a real Redis broker, a real in-process worker, a log of every attempt.
 This module holds only the plumbing: send a burst and wait for it
 (:func:`burst`), sum up what happened (:class:`Run`), draw the sends per
 second against the limit (:func:`plot_rates`), and count what a section left
-behind (:func:`leftovers`). The actors, limiters and retry rules are written
+behind (:func:`rate_lab_leftovers`). The actors, limiters and retry rules are written
 in the notebook, where you can read them.
 """
 
@@ -219,7 +219,7 @@ def plot_rates(runs: Sequence[Run]) -> Figure:
     return fig
 
 
-def leftovers(smtps: Sequence[FlakySmtp], labs: Sequence[RetryLab], threads_before: int) -> str:
+def rate_lab_leftovers(smtps: Sequence[FlakySmtp], labs: Sequence[RetryLab], threads_before: int) -> str:
     """What a section left running: SMTP servers, workers, Redis keys, extra threads."""
     servers = sum(1 for smtp in smtps if smtp.running)
     workers = sum(1 for lab in labs if lab.worker is not None)
