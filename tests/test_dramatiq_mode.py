@@ -7,8 +7,13 @@ Retries, dead letters and requeue through the app: ``tests/test_retries.py`` (it
 from __future__ import annotations
 
 import json
+import math
+import os
 import sqlite3
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import dramatiq
 import psutil
@@ -390,17 +395,118 @@ def test_shedding_refuses_past_its_bound_with_a_retry_after_and_never_when_off()
     try:
         store.add_jobs([new_jobs(f"s{n}@example.com", f"s{n}", kinds=("avatar",))[0]
                         for n in range(5)])
-        with sqlite3.connect(store.path) as db:  # the oldest job 30 s old, nothing finished
-            db.execute("UPDATE jobs SET enqueued_at = enqueued_at - 30")
+        with sqlite3.connect(store.path) as db:  # the oldest job 4 s old, nothing finished
+            db.execute("UPDATE jobs SET enqueued_at = enqueued_at - 4")
         off, on = Shedding(store.path, 0), Shedding(store.path, 10)
         off.check()  # 0: never refuses
         with pytest.raises(QueueFull, match="too much work queued: 5 avatar jobs") as refused:
             on.check()
-        assert refused.value.retry_after >= 20 and on.refused == 1
+        assert refused.value.retry_after >= 10 and on.refused == 1
         off.close()
         on.close()
     finally:
         store.remove()
+
+
+def test_signups_let_in_while_nothing_is_unfinished_still_count_against_the_bound():
+    # a crowd that starts when the last jobs are done: the kind has a pace and no backlog row
+    from shared.modes.base import QueueFull  # noqa: PLC0415
+    from shared.modes.dramatiq.shedding import MIN_COMPLETIONS, Shedding, read_backlogs  # noqa: PLC0415
+
+    store = Store.fresh()
+    try:
+        jobs = [new_jobs(f"d{n}@example.com", f"d{n}", kinds=("avatar",))[0]
+                for n in range(MIN_COMPLETIONS)]
+        store.add_jobs(jobs)
+        _finish(store, jobs)
+        with sqlite3.connect(store.path) as db:
+            [idle] = read_backlogs(db)
+        assert (idle.kind, idle.unfinished, idle.measured, idle.seconds) == ("avatar", 0, True, 0.0)
+        shedding = Shedding(store.path, 1.0)
+        admitted = 0
+        with pytest.raises(QueueFull):
+            for _ in range(10_000):
+                shedding.check()
+                admitted += 1
+        assert admitted <= idle.rate * 1.0 + 1  # about the bound's worth at that pace, not all
+        shedding.close()
+    finally:
+        store.remove()
+
+
+def test_signups_let_in_between_two_reads_of_the_store_count_against_the_bound():
+    from shared.modes.base import QueueFull  # noqa: PLC0415
+    from shared.modes.dramatiq.shedding import REFRESH_SECONDS, Shedding  # noqa: PLC0415
+
+    store = Store.fresh()
+    try:
+        store.add_jobs([new_jobs("a@example.com", "a", kinds=("avatar",))[0]])
+        with sqlite3.connect(store.path) as db:  # 1 job, 1 s old, none finished: 1 s of work
+            db.execute("UPDATE jobs SET enqueued_at = enqueued_at - 1")
+        shedding = Shedding(store.path, 3.5)
+        started = time.monotonic()
+        for _ in range(3):  # 1, 2 and 3 s of work, counting the signups let in: under 3.5 s
+            shedding.check()
+        with pytest.raises(QueueFull):  # 4 s: nothing new in the store, but refused
+            shedding.check()
+        assert time.monotonic() - started < REFRESH_SECONDS, "too slow to test between reads"
+        shedding.close()
+    finally:
+        store.remove()
+
+
+def test_an_orphan_row_queued_for_good_does_not_refuse_every_signup_forever(caplog):
+    # A job whose message was lost stays 'queued' in the store. Nothing finishes, so there is no
+    # measured rate: the guess must not count that row, or its age would grow into ever more
+    # seconds of work, every signup be refused, and nothing ever finish again.
+    from shared.modes.dramatiq.shedding import RATE_WINDOW_SECONDS, Shedding, read_backlogs  # noqa: PLC0415
+
+    store = Store.fresh()
+    try:
+        orphan = new_jobs("orphan@example.com", "o", kinds=("avatar",))[0]
+        store.add_jobs([orphan])
+        with sqlite3.connect(store.path) as db:  # queued 600 s ago, never sent
+            db.execute("UPDATE jobs SET enqueued_at = enqueued_at - 600")
+            [backlog] = read_backlogs(db)
+        assert (backlog.unfinished, backlog.stale, backlog.seconds) == (1, 1, 0.0)
+        assert backlog.oldest_age > RATE_WINDOW_SECONDS
+        shedding = Shedding(store.path, 5)
+        with caplog.at_level("WARNING", logger="shared.modes.dramatiq.shedding"):
+            for _ in range(3):
+                shedding.check()  # admitted
+                shedding._read_at = -math.inf  # read the store again each time
+        warnings = [r.getMessage() for r in caplog.records]
+        assert len(warnings) == 1 and "leaves out 1 avatar jobs" in warnings[0], warnings
+        # a fresh burst next to the orphan is still judged on the guess, and refused past it
+        store.add_jobs([new_jobs(f"n{n}@example.com", f"n{n}", kinds=("avatar",))[0]
+                        for n in range(10)])
+        with sqlite3.connect(store.path) as db:
+            db.execute("UPDATE jobs SET enqueued_at = enqueued_at - 2 WHERE email != ?",
+                       ("orphan@example.com",))
+            [burst] = read_backlogs(db)
+        assert burst.counted == 10 and burst.seconds == pytest.approx(20, rel=0.05)
+        shedding.close()
+    finally:
+        store.remove()
+
+
+def test_a_shedding_app_lets_signups_in_again_past_an_orphan_row(fast_sink):
+    app = create_app("dramatiq", redis_url=redis_url(), smtp_host=fast_sink.host,
+                     smtp_port=fast_sink.port, workers=1, threads=1, max_backlog_seconds=5)
+    store = state(app).store
+    try:
+        store.add_jobs([new_jobs("lost@example.com", "l", kinds=("avatar",))[0]])  # no message
+        with sqlite3.connect(store.path) as db:
+            db.execute("UPDATE jobs SET enqueued_at = enqueued_at - 600")
+        with app.test_client() as client:
+            answers = [client.post("/signup", json={"email": f"after{n}@example.com"})
+                       for n in range(3)]
+        assert [a.status_code for a in answers] == [202, 202, 202]
+        state(app).runner.wait_ready(DEADLINE)
+        wait_until(lambda: store.counts()["done"] == 6, DEADLINE, "the 3 signups' jobs to run")
+        assert store.counts()["queued"] == 1  # the orphan: its message was never sent
+    finally:
+        state(app).close(timeout=1)
 
 
 def test_a_shedding_app_answers_503_with_retry_after_and_keeps_no_refused_signup(fast_sink):
@@ -436,8 +542,8 @@ def test_a_refused_signup_writes_nothing_so_the_outbox_relay_cannot_send_its_job
     try:
         store.add_jobs([new_jobs(f"old{n}@example.com", f"o{n}", kinds=("avatar",))[0]
                         for n in range(5)])  # in the store only: 5 unfinished, none finished
-        with sqlite3.connect(store.path) as db:  # the oldest 30 s old: far past 1 s of work
-            db.execute("UPDATE jobs SET enqueued_at = enqueued_at - 30")
+        with sqlite3.connect(store.path) as db:  # the oldest 4 s old: 20 s of work, past 1 s
+            db.execute("UPDATE jobs SET enqueued_at = enqueued_at - 4")
         committed = []
         create_account = store.create_account
 
@@ -474,6 +580,69 @@ def test_a_nice_option_lowers_every_worker_process_and_is_checked(fast_sink):
             assert nice == 7 and autogroup in (None, 7), (process, nice, autogroup)
     finally:
         state(app).close(timeout=DEADLINE)
+
+
+THREADED = ("import threading, time\n"
+            "ready = threading.Event()\n"
+            "for _ in range(3):\n"
+            "    threading.Thread(target=lambda: (ready.set(), time.sleep(60)), daemon=True).start()\n"
+            "ready.wait()\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="per-thread nice: Linux only")
+def test_lower_priority_lowers_every_thread_already_running_and_priority_of_sees_the_least_nice():
+    import subprocess  # noqa: PLC0415
+
+    from shared.modes.dramatiq.niceness import lower_priority, priority_of  # noqa: PLC0415
+
+    child = subprocess.Popen([sys.executable, "-c", THREADED], stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)  # its own session: its own autogroup
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        tids = [int(t.name) for t in Path(f"/proc/{child.pid}/task").iterdir()]
+        assert len(tids) == 4  # the main thread and three started before the call
+        # psutil's nice() (setpriority of the pid) lowers the main thread only
+        psutil.Process(child.pid).nice(3)
+        nices = {tid: os.getpriority(os.PRIO_PROCESS, tid) for tid in tids}
+        assert nices[child.pid] == 3 and sorted(nices.values()) == [0, 0, 0, 3]
+        assert priority_of(child.pid)[0] == 0  # the least nice thread
+        lower_priority(child.pid, 9)
+        assert {os.getpriority(os.PRIO_PROCESS, tid) for tid in tids} == {9}
+        nice, autogroup = priority_of(child.pid)
+        assert nice == 9 and autogroup in (None, 9)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_lower_priority_logs_an_autogroup_it_cannot_write(monkeypatch, caplog):
+    from shared.modes.dramatiq import niceness  # noqa: PLC0415
+
+    child = subprocess_sleeper()
+    try:
+        monkeypatch.setattr(niceness, "autogroups_on", lambda: True)
+
+        def refuse(self, text):
+            raise PermissionError(13, "Permission denied", str(self))
+
+        monkeypatch.setattr(niceness.Path, "write_text", refuse)
+        with caplog.at_level("WARNING", logger="shared.modes.dramatiq.niceness"):
+            niceness.lower_priority(child.pid, 5)  # no crash
+        assert "could not lower the autogroup" in caplog.text
+        assert psutil.Process(child.pid).nice() == 5
+        niceness.lower_priority(999_999_999, 5)  # no such process: nothing to do, no crash
+    finally:
+        child.kill()
+        child.wait()
+
+
+def subprocess_sleeper():
+    import subprocess  # noqa: PLC0415
+
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                            start_new_session=True)
 
 
 # -- metrics (lesson 07): off by default, on 127.0.0.1 when asked ---------------------------------

@@ -52,8 +52,8 @@ def test_without_a_bound_every_signup_is_taken_and_with_one_some_are_refused(app
             assert sample.value("held") <= 2, sample
             # the list never shows more than the store (give or take signups between the reads)
             assert sample.value("listed") <= sample.value("unfinished") + 2 * CLIENTS, sample
-        times, ages = run.series("age")
-        assert times == sorted(times) and min(ages) >= 0
+        times, work = run.series("seconds")
+        assert times == sorted(times) and min(work) >= 0
     fig = plot_backlogs([unbounded, bounded], title="test")
     assert len(fig.axes) == 2
     runners = [state(app).runner for app in (unbounded_app, bounded_app)]
@@ -71,17 +71,17 @@ def test_crowd_run_needs_a_dramatiq_app():
         state(app).close()
 
 
-def test_the_age_verdict_says_held_past_or_too_short_to_tell():
+def test_the_work_verdict_judges_every_sample_the_plot_draws_against_twice_the_bound():
     from types import SimpleNamespace  # noqa: PLC0415
 
-    from shared.production.backpressure import HELD, PAST, SHORT, CrowdRun  # noqa: PLC0415
+    from shared.production.backpressure import HELD, NEAR, PAST, CrowdRun  # noqa: PLC0415
 
-    def run(wall: float, ages: list[float]) -> CrowdRun:
-        samples = [SimpleNamespace(t=10.0 + i * wall / len(ages), value=lambda name, a=a: a)
-                   for i, a in enumerate(ages)]
-        return CrowdRun("r", 1.0, SimpleNamespace(started=10.0, wall=wall),
+    def run(work: list[float]) -> CrowdRun:
+        samples = [SimpleNamespace(t=10.0 + i, value=lambda name, w=w: w)
+                   for i, w in enumerate(work)]
+        return CrowdRun("r", 1.0, SimpleNamespace(started=10.0, wall=len(work) - 1.0),
                         SimpleNamespace(samples=samples))
 
-    assert run(4.0, [0.5, 1.2, 1.4, 1.1]).age_verdict() == HELD
-    assert run(4.0, [0.5, 1.5, 2.5, 3.5]).age_verdict() == PAST
-    assert run(1.5, [0.5, 1.0, 1.4]).age_verdict() == SHORT  # could not have gone past 2 s
+    assert run([0.5, 1.2, NEAR, 1.1]).work_verdict() == HELD
+    assert run([0.5, 1.2, NEAR + 0.1, 1.1]).work_verdict() == PAST  # one sample past is enough
+    assert run([0.2]).work_verdict() == HELD

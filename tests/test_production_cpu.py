@@ -9,37 +9,33 @@ import pytest
 
 from shared.app import create_app, state
 from shared.modes.dramatiq.niceness import priority_of
-from shared.production.cpu import (Burst, Verdict, compare, main, make_polite, median_range,
-                                   plot_ratios, ranges, ratios)
+from shared.production.cpu import Burst, Verdict, compare, main, make_polite, plot_ratios, ratios
 from shared.redis_server import redis_url
 from shared.settings import Settings
 
 
-def test_a_gap_wider_than_the_spread_is_clear_and_a_narrow_one_warns():
-    clear = Verdict(slower=[3.0, 3.2, 3.1], faster=[1.5, 1.6, 1.4])
-    assert clear.clear and "larger than the noise" in str(clear)
-    noisy = Verdict(slower=[3.0, 1.0, 2.0], faster=[1.5, 2.5, 1.8])
-    assert not noisy.clear and "WARNING" in str(noisy)
+def test_the_verdict_pairs_the_trials_and_counts_the_wins_with_a_sign_test():
+    clear = Verdict(slower=[3.0] * 10, faster=[1.5, 2.9, 1.4, 2.0, 1.0, 2.5, 2.2, 1.1, 2.8, 1.9],
+                    name="nice 19")
+    assert clear.wins == 10 and clear.p_value == pytest.approx(2 / 1024) and clear.clear
+    assert str(clear).startswith("nice 19 was faster in 10 of 10 trials")
+    assert "more trials one way than chance would give" in str(clear)
+    # paired: the trials' common swings cancel, a spread wider than the gap does not hide it
+    swinging = Verdict(slower=[3.1, 1.1, 5.1, 2.1, 4.1, 1.6, 3.6, 2.6, 4.6, 1.3],
+                       faster=[3.0, 1.0, 5.0, 2.0, 4.0, 1.5, 3.5, 2.5, 4.5, 1.2], name="b")
+    assert swinging.clear and "faster by 0.1x the bare p50" in str(swinging)
+    noisy = Verdict(slower=[3.0, 1.0, 2.0, 2.2], faster=[1.5, 2.5, 1.8, 2.4], name="nice 19")
+    assert noisy.wins == 2 and not noisy.clear and "WARNING" in str(noisy)
+    slower = Verdict(slower=[1.0, 1.0, 1.0], faster=[2.0, 2.0, 2.0], name="nice 19")
+    assert slower.wins == 0 and "slower by 1.0x" in str(slower) and not slower.clear  # 3 trials
+    with pytest.raises(ValueError):
+        _ = Verdict([1.0], [1.0, 2.0]).differences  # unpaired
 
 
 def test_ratios_pair_each_trial_with_the_same_trials_baseline():
     bursts = {"bare": [Burst(0.01, 0.0, True), Burst(0.02, 0.0, True)],
               "other": [Burst(0.03, 1.0, True), Burst(0.02, 1.0, True)]}
     assert ratios(bursts, over="bare") == {"other": [3.0, 1.0]}
-
-
-def test_one_trial_each_gives_a_verdict_on_how_far_each_median_could_move_by_chance():
-    assert median_range([0.05] * 9) == (0.05, 0.05)
-    low, high = median_range([0.01, 0.02, 0.03, 0.04, 0.20, 0.21, 0.22])
-    assert 0.01 <= low <= 0.04 < 0.20 <= high <= 0.22
-    bursts = {"bare": [Burst(0.02, 0.0, True, (0.018, 0.024))],
-              "slow": [Burst(0.06, 0.1, True, (0.04, 0.08))],
-              "fast": [Burst(0.04, 0.1, True, (0.039, 0.041))]}
-    by_app = ranges(bursts, over="bare")
-    assert by_app["slow"] == pytest.approx([2.0, 3.0, 4.0]) and "bare" not in by_app
-    noisy = Verdict(by_app["slow"], by_app["fast"], of="one burst's median")
-    assert not noisy.clear and "one burst's median spread over up to 2.0x" in str(noisy)
-    assert "WARNING" in str(noisy)
 
 
 def test_make_polite_lowers_a_running_apps_worker_groups(fast_sink):
@@ -62,7 +58,8 @@ def test_the_command_line_prints_the_table_and_both_verdicts(capsys):
     out = capsys.readouterr().out
     assert "2 trials of 4 signups from 2 clients" in out
     assert "dramatiq, workers at nice 19" in out and "dramatiq, workers stopped" in out
-    assert out.count("the medians differ by") == 2
+    assert "nice 19 was faster in" in out and "workers stopped was faster in" in out
+    assert out.count("of 2 trials; the median per-trial difference") == 2
 
 
 def test_compare_measures_every_app_in_every_trial_and_waits_for_the_jobs(fast_sink):

@@ -3,8 +3,8 @@
 :func:`crowd_run` serves one dramatiq app on loopback, sends it a closed-loop
 crowd of signups (:func:`shared.load.run_load`) and samples, ten times a
 second, what waits: the unfinished avatar jobs the store counts, the seconds
-of work they are (:func:`shared.modes.dramatiq.shedding.read_backlogs`), the
-age of the oldest, and what Redis shows: the queue's list (``LLEN``) and the
+of work they are (:func:`shared.modes.dramatiq.shedding.read_backlogs`, the
+number the shedding bounds), the age of the oldest, and what Redis shows: the queue's list (``LLEN``) and the
 messages the workers hold (the ``__acks__`` sets: prefetched or running).
 """
 
@@ -29,13 +29,12 @@ from shared.web import BackgroundServer
 KIND, QUEUE = "avatar", "avatars"
 SAMPLE_SECONDS = 0.1
 RUN_COLOURS = ("tab:red", "tab:green")
-#: How far past the bound the oldest job's age may go and still count as held (the check reads
-#: the store every 0.1 s, several signups pass it at once, and a job accepted runs after the
-#: work queued before it)
+#: How far past the bound the seconds of work queued may go and still count as held (the check
+#: reads the store every 0.1 s, and the signups that pass it meanwhile all get in)
 NEAR = 2.0
-HELD = "levelled off near the bound"
-PAST = "went well past the bound: the workers were slower than their recent pace said"
-SHORT = "cannot be judged: the crowd ended before the age could go well past the bound"
+HELD = "stayed near the bound"
+PAST = ("went well past the bound: more signups got in between two reads of the store, or the "
+        "workers' pace dropped, than the bound allows for")
 
 
 @dataclass(frozen=True)
@@ -60,12 +59,10 @@ class CrowdRun:
     def answered(self, status: int) -> int:
         return sum(record.status == status for record in self.load.records)
 
-    def age_verdict(self) -> str:
-        """Whether the oldest unfinished job's age stayed within ``NEAR`` times the bound (a
-        crowd shorter than that could not have shown otherwise)."""
-        if self.load.wall <= NEAR * self.bound:
-            return SHORT
-        return HELD if max(self.during_load("age"), default=0.0) <= NEAR * self.bound else PAST
+    def work_verdict(self) -> str:
+        """Whether the seconds of work queued stayed within ``NEAR`` times the bound in every
+        sample while the crowd lasted (what the left panel of :func:`plot_backlogs` draws)."""
+        return HELD if max(self.during_load("seconds"), default=0.0) <= NEAR * self.bound else PAST
 
 
 class BacklogProbe:
@@ -126,18 +123,20 @@ def crowd_run(app: Flask, label: str, signups: int, clients: int) -> CrowdRun:
 
 
 def plot_backlogs(runs: list[CrowdRun], *, title: str) -> Figure:
-    """Left: the oldest unfinished avatar's age; right: unfinished avatars, store against
-    Redis's list. Both runs on the same axes."""
+    """Left: the seconds of avatar work queued (what the shedding bounds); right: unfinished
+    avatars, store against Redis's list. Both runs on the same axes."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.2), dpi=DPI, sharex=True)
     for run, colour in zip(runs, RUN_COLOURS):
-        left.plot(*run.series("age"), color=colour, label=run.label)
+        left.plot(*run.series("seconds"), color=colour, label=run.label)
         right.plot(*run.series("unfinished"), color=colour, label=f"{run.label}: store")
         right.plot(*run.series("listed"), color=colour, linestyle=":",
                    label=f"{run.label}: Redis list (LLEN)")
         if run.bound:
             left.axhline(run.bound, color=colour, linestyle="--", linewidth=1,
                          label=f"the bound: {run.bound:g} s of work")
-    left.set_ylabel("oldest unfinished avatar (s)")
+            left.axhline(NEAR * run.bound, color=colour, linestyle=":", linewidth=1,
+                         label=f"{NEAR:g}x the bound: the verdict's limit")
+    left.set_ylabel("avatar work queued (s)")
     right.set_ylabel("unfinished avatar jobs (log)")
     right.set_yscale("symlog", linthresh=10)  # a bounded backlog is tiny next to an unbounded one
     for ax in (left, right):
@@ -146,7 +145,7 @@ def plot_backlogs(runs: list[CrowdRun], *, title: str) -> Figure:
         ax.set_ylim(bottom=0)
         ax.grid(True, color="#e6e6e6", linewidth=0.8)
         ax.set_axisbelow(True)
-        ax.legend(loc="upper left", frameon=False, fontsize="x-small")
+        ax.legend(loc="best", frameon=False, fontsize="x-small")
     fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
     return fig

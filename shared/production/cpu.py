@@ -5,21 +5,23 @@ handler, and dramatiq apps whose workers run at different priorities), one
 after another, in a new order each trial, and keeps each burst's median
 answer time. A dramatiq burst ends when its workers have finished its jobs,
 so the next burst never meets the last one's backlog (unless they take longer than
-``DRAIN_SECONDS``: polite workers on a busy machine). :func:`Verdict` says
-whether the difference between two apps is larger than the spread of the
-trials (or, with one trial each, than the uncertainty of each burst's median):
-on a busy machine it often is not, and then no single run means much.
+``DRAIN_SECONDS``: polite workers on a busy machine). :class:`Verdict` pairs
+two apps' bursts trial by trial: in how many trials was one faster, and by
+how much (the median of the per-trial differences); a sign test says whether
+that count could be chance. On a busy machine it often could, and then no
+single run means much.
 
 ``python -m shared.production.cpu`` runs the full comparison (two dramatiq
 apps, nice 0 and nice 19, ``TRIALS`` trials in a rotating order) from a
-terminal and prints the table and the verdict: the lesson's cell has time
-for one short trial only.
+terminal and prints the table and the verdicts: the lesson's cell has time
+for one burst per app only, and one burst cannot say how much the next
+would differ from it.
 """
 
 from __future__ import annotations
 
 import argparse
-import random
+import math
 import statistics
 import sys
 import time
@@ -57,9 +59,6 @@ class Burst:
     p50: float
     drain: float  # at most DRAIN_SECONDS
     drained: bool  # False: its jobs were not all done after DRAIN_SECONDS
-    #: How uncertain ``p50`` is: the 5th to 95th percentile of the medians of resampled
-    #: answers (a bootstrap); (p50, p50) when not known
-    p50_range: tuple[float, float] = (0.0, 0.0)
 
 
 @contextmanager
@@ -89,7 +88,7 @@ def burst(app: Flask, signups: int, clients: int, warm: int = 0, pause: bool = F
     if pause:
         with paused(state(app).runner):
             p50 = _timed(app, signups, clients)
-        return _drained(app, *p50)
+        return _drained(app, p50)
     with BackgroundServer(app) as server:
         if warm and state(app).runner.kinds:
             run_load(f"{server.url}/signup", n=warm, concurrency=clients, progress=False)
@@ -101,35 +100,25 @@ def burst(app: Flask, signups: int, clients: int, warm: int = 0, pause: bool = F
 
             wait_until(working, DRAIN_SECONDS, "a worker to start one of the warm-up jobs")
         timed = _timed(app, signups, clients, server)
-    return _drained(app, *timed)
+    return _drained(app, timed)
 
 
-def _timed(app: Flask, signups: int, clients: int,
-           server: BackgroundServer | None = None) -> tuple[float, tuple[float, float]]:
-    """The timed burst's median answer time, and how uncertain it is (:func:`median_range`)."""
+def _timed(app: Flask, signups: int, clients: int, server: BackgroundServer | None = None) -> float:
+    """The timed burst's median answer time."""
     if server is None:
         with BackgroundServer(app) as server:
             return _timed(app, signups, clients, server)
     load = run_load(f"{server.url}/signup", n=signups, concurrency=clients, progress=False)
     if load.summary().ok < signups:
         raise RuntimeError(f"some signups failed: {load.summary()}")
-    return load.summary().p50, median_range(load.latencies)
+    return load.summary().p50
 
 
-def median_range(values: list[float], resamples: int = 400) -> tuple[float, float]:
-    """The 5th and 95th percentiles of the medians of ``values`` resampled with replacement:
-    how far the median of one burst could move by chance alone."""
-    rng = random.Random(0)
-    medians = sorted(statistics.median(rng.choices(values, k=len(values)))
-                     for _ in range(resamples))
-    return medians[int(0.05 * resamples)], medians[int(0.95 * resamples) - 1]
-
-
-def _drained(app: Flask, p50: float, p50_range: tuple[float, float]) -> Burst:
+def _drained(app: Flask, p50: float) -> Burst:
     """Wait (up to ``DRAIN_SECONDS``) for the app's jobs to be done."""
     answered = time.perf_counter()
     drained = state(app).runner.wait(DRAIN_SECONDS)
-    return Burst(p50, time.perf_counter() - answered, drained, p50_range)
+    return Burst(p50, time.perf_counter() - answered, drained)
 
 
 def compare(apps: dict[str, Flask], *, trials: int, signups: int, clients: int,
@@ -169,46 +158,49 @@ def make_polite(app: Flask, nice: int) -> None:
             lower_priority(group.child.pid, nice)
 
 
-def ranges(bursts: dict[str, list[Burst]], over: str) -> dict[str, list[float]]:
-    """With one trial each: each app's p50 range (:attr:`Burst.p50_range`) over ``over``'s p50,
-    as [low, p50, high], to give :class:`Verdict` in place of trials."""
-    return {name: [values[0].p50_range[0] / bursts[over][0].p50,
-                   values[0].p50 / bursts[over][0].p50,
-                   values[0].p50_range[1] / bursts[over][0].p50]
-            for name, values in bursts.items() if name != over}
+#: A sign test below this (two-sided) says the count of trials is not chance
+SIGNIFICANT = 0.05
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """Two apps' ratios to the baseline, trial by trial: is the gap bigger than the spread?
-
-    With one trial each, pass :func:`ranges` instead (``of="one burst's median"``): the
-    spread is then how far each burst's median could move by chance."""
+    """Two apps' ratios to the baseline, paired trial by trial (the same trial's bursts ran
+    back to back): in how many trials was ``faster`` faster, and by how much?"""
 
     slower: list[float]
     faster: list[float]
-    of: str = "the trials"
+    name: str = "the second"  # what ``faster`` is, for the sentence
 
     @property
-    def effect(self) -> float:
-        return statistics.median(self.slower) - statistics.median(self.faster)
+    def differences(self) -> list[float]:
+        """Per trial: ``slower`` minus ``faster`` (in bare p50s; > 0 when ``faster`` was)."""
+        return [a - b for a, b in zip(self.slower, self.faster, strict=True)]
 
     @property
-    def spread(self) -> float:
-        """The wider of the two ranges (max - min over the trials)."""
-        return max(max(r) - min(r) for r in (self.slower, self.faster))
+    def wins(self) -> int:
+        return sum(d > 0 for d in self.differences)
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided sign test: the chance of a count this lopsided if each trial were a coin
+        toss (ties left out)."""
+        n = sum(d != 0 for d in self.differences)
+        k = max(self.wins, n - self.wins)
+        tail = sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n if n else 1.0
+        return min(1.0, 2 * tail)
 
     @property
     def clear(self) -> bool:
-        """The gap between the medians is larger than the spread of either."""
-        return self.effect > self.spread
+        return self.p_value < SIGNIFICANT
 
     def __str__(self) -> str:
-        gap = (f"the medians differ by {fmt_ratio(max(self.effect, 0.0))} of the bare p50, "
-               f"{self.of} spread over up to {fmt_ratio(self.spread)}")
+        gap = statistics.median(self.differences)
+        said = (f"{self.name} was faster in {self.wins} of {len(self.differences)} trials; the "
+                f"median per-trial difference: {'faster' if gap >= 0 else 'slower'} by "
+                f"{fmt_ratio(abs(gap))} the bare p50")
         if self.clear:
-            return f"{gap}: the difference is larger than the noise"
-        return (f"{gap}: WARNING, the spread is larger than the difference, so this run cannot "
+            return f"{said}: more trials one way than chance would give"
+        return (f"{said}: WARNING, a count that chance alone could give, so this run cannot "
                 f"tell them apart (the machine line says whether other programs were to blame)")
 
 
@@ -271,7 +263,7 @@ TRIALS = 10
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Every app's burst in ``--trials`` trials, in a rotating order; the table and the verdict."""
+    """Every app's burst in ``--trials`` trials, in a rotating order; the table and the verdicts."""
     from shared.app import create_app  # noqa: PLC0415 (the app pulls in Flask's whole stack)
     from shared.machine import watch_machine  # noqa: PLC0415
     from shared.redis_server import redis_url  # noqa: PLC0415
@@ -312,9 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in by_app.items():
         print(f"{name:<{width}}  {fmt_ratio(statistics.median(values)):>6}  "
               f"{fmt_ratio(min(values)):>6}  {fmt_ratio(max(values)):>7}")
-    print("nice 0 against nice 19:", Verdict(by_app[NORMAL], by_app[POLITE]))
+    print("nice 0 against nice 19:", Verdict(by_app[NORMAL], by_app[POLITE], "nice 19"))
     print("workers running at nice 0 against workers stopped:",
-          Verdict(by_app[NORMAL], by_app[PAUSED]))
+          Verdict(by_app[NORMAL], by_app[PAUSED], "workers stopped"))
     return 0
 
 
