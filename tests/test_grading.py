@@ -133,14 +133,16 @@ def test_every_lesson_module_matches_its_prefix():
 
 
 def test_every_exercise_has_wrong_answer_tests():
-    """Each lesson has a tests/test_grading_lessonNN.py that grades wrong answers of every exercise."""
+    """Each lesson has tests/test_grading_lessonNN.py (or test_grading_lessonNN_*.py, one per
+    exercise) that grade wrong answers of every exercise."""
     for prefix, module_name in registry.LESSONS.items():
-        path = ROOT / "tests" / f"test_grading_lesson{prefix.rstrip('_')}.py"
-        assert path.exists(), f"{path.name} is missing: test a plausible wrong answer of each exercise"
-        text = path.read_text(encoding="utf-8")
+        stem = f"test_grading_lesson{prefix.rstrip('_')}"
+        paths = sorted((ROOT / "tests").glob(f"{stem}.py")) + sorted((ROOT / "tests").glob(f"{stem}_*.py"))
+        assert paths, f"{stem}.py is missing: test a plausible wrong answer of each exercise"
+        text = "\n".join(path.read_text(encoding="utf-8") for path in paths)
         for exercise in registry.exercises_of(module_name):
             assert f'"{exercise.name}"' in text, (
-                f"{path.name} never grades {exercise.name}: add a plausible wrong answer its grader "
+                f"{stem}*.py never grade {exercise.name}: add a plausible wrong answer its grader "
                 "must refuse, and the reason it must give")
 
 

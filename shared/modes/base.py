@@ -17,7 +17,9 @@ class QueueFull(Exception):
     """The runner cannot take more jobs now; the client should retry later.
 
     The app answers ``503 Service Unavailable`` with a ``Retry-After`` header of
-    ``retry_after`` seconds, and the signup is undone, so that retry can succeed.
+    ``retry_after`` seconds. Nothing of the signup is kept: raised by :meth:`Runner.admit`,
+    before anything is written; raised by a submit, after the signup is undone. So the
+    client's retry is a fresh signup, not a ``409``.
     """
 
     def __init__(self, message: str, retry_after: int = 1) -> None:
