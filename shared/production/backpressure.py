@@ -136,9 +136,10 @@ def plot_backlogs(runs: list[CrowdRun], *, title: str) -> Figure:
                          label=f"the bound: {run.bound:g} s of work")
             left.axhline(NEAR * run.bound, color=colour, linestyle=":", linewidth=1,
                          label=f"{NEAR:g}x the bound: the verdict's limit")
-    left.set_ylabel("avatar work queued (s)")
+    left.set_ylabel("avatar work queued (s, log)")
     right.set_ylabel("unfinished avatar jobs (log)")
-    right.set_yscale("symlog", linthresh=10)  # a bounded backlog is tiny next to an unbounded one
+    for ax in (left, right):  # a bounded backlog is tiny next to an unbounded one: both must show
+        ax.set_yscale("symlog", linthresh=10)
     for ax in (left, right):
         ax.set_xlabel("seconds since the crowd began")
         ax.set_xlim(left=0)

@@ -13,9 +13,8 @@ single run means much.
 
 ``python -m shared.production.cpu`` runs the full comparison (two dramatiq
 apps, nice 0 and nice 19, ``TRIALS`` trials in a rotating order) from a
-terminal and prints the table and the verdicts: the lesson's cell has time
-for one burst per app only, and one burst cannot say how much the next
-would differ from it.
+terminal and prints the table and the verdicts, with more trials than the
+lesson's cell has time for.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import statistics
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,31 +74,35 @@ def paused(runner: Runner) -> Iterator[None]:
             process.resume()
 
 
-def burst(app: Flask, signups: int, clients: int, warm: int = 0, pause: bool = False) -> Burst:
+def burst(app: Flask, signups: int, clients: int, warm: int = 0, pause: bool = False,
+          server: BackgroundServer | None = None) -> Burst:
     """``signups`` from ``clients`` clients at once; then wait until their jobs are done.
 
     An app with jobs first gets ``warm`` signups, untimed, and the timed ones start once a
     worker is running one of their jobs: a short burst could otherwise be over before an idle
     worker even polls again (``worker_timeout``), and nothing would compete for the CPU.
     ``pause``: no warm-up, and the app's workers are stopped during the burst instead, so the
-    web does the same work with no worker on the CPU.
+    web does the same work with no worker on the CPU. ``server``: one already serving ``app``
+    (:func:`compare` keeps one per app: starting and stopping one costs a tenth of a second).
     """
+    if server is None:
+        with BackgroundServer(app) as own:
+            return burst(app, signups, clients, warm, pause, own)
     store = state(app).store
     if pause:
         with paused(state(app).runner):
-            p50 = _timed(app, signups, clients)
+            p50 = _timed(app, signups, clients, server)
         return _drained(app, p50)
-    with BackgroundServer(app) as server:
-        if warm and state(app).runner.kinds:
-            run_load(f"{server.url}/signup", n=warm, concurrency=clients, progress=False)
-            queued = store.counts()["queued"]
+    if warm and state(app).runner.kinds:
+        run_load(f"{server.url}/signup", n=warm, concurrency=clients, progress=False)
+        queued = store.counts()["queued"]
 
-            def working() -> bool:  # running one, or taken some already
-                now = store.counts()
-                return now["running"] > 0 or now["queued"] < queued or queued == 0
+        def working() -> bool:  # running one, or taken some already
+            now = store.counts()
+            return now["running"] > 0 or now["queued"] < queued or queued == 0
 
-            wait_until(working, DRAIN_SECONDS, "a worker to start one of the warm-up jobs")
-        timed = _timed(app, signups, clients, server)
+        wait_until(working, DRAIN_SECONDS, "a worker to start one of the warm-up jobs")
+    timed = _timed(app, signups, clients, server)
     return _drained(app, timed)
 
 
@@ -130,11 +133,16 @@ def compare(apps: dict[str, Flask], *, trials: int, signups: int, clients: int,
     """
     names = list(apps)
     bursts: dict[str, list[Burst]] = {name: [] for name in names}
-    with progress_bar(trials * len(names), "bursts", "burst") as bar:
+    with ExitStack() as stack, progress_bar(trials * len(names), "bursts", "burst") as bar:
+        # one server per app for the whole comparison (the same app may appear under two names)
+        distinct = {id(app): app for app in apps.values()}
+        servers = {key: stack.enter_context(BackgroundServer(app)) for key, app in distinct.items()}
         for trial in range(trials):
             shift = trial % len(names)
             for name in names[shift:] + names[:shift]:
-                bursts[name].append(burst(apps[name], signups, clients, warm, name in pause))
+                app = apps[name]
+                bursts[name].append(burst(app, signups, clients, warm, name in pause,
+                                          servers[id(app)]))
                 bar.update()
     return bursts
 

@@ -56,6 +56,13 @@ LAB_HEARTBEAT_TIMEOUT = 2_000
 LAB_MAINTENANCE_CHANCE = 250_000
 READY_SECONDS = 30.0
 DONE_SECONDS = 60.0
+#: Held around every store call of a lab and around every start of a worker group. The labs of
+#: :func:`run_parallel` run in threads, each with its store's connection in thread-local data, and
+#: a group starts through ``subprocess`` with a ``preexec_fn``: the forked child clears the other
+#: threads' thread-local data before it execs, which closes their sqlite connections. A thread
+#: caught inside sqlite at the fork holds that connection's mutex, and the child waits for it forever
+#: (seen: a Run-All stuck in ``sqlite3_finalize`` under ``PyOS_AfterFork_Child``).
+_FORK_GUARD = threading.RLock()
 
 Stop = Callable[[WorkerGroup], None]
 # "[2026-12-02 18:20:01,123] [PID 41] [MainThread] [dramatiq.WorkerProcess(0)] [INFO] Stopping ..."
@@ -136,7 +143,8 @@ class Lab:
                  heartbeat_timeout: int = HEARTBEAT_TIMEOUT,
                  maintenance_chance: int = MAINTENANCE_CHANCE) -> None:
         self.redis_url = redis_url
-        self.store = Store.fresh()
+        with _FORK_GUARD:
+            self.store = Store.fresh()
         self.sink = SmtpSink(delay=email_delay).start()
         self.config = BrokerConfig.fresh(heartbeat_timeout=heartbeat_timeout,
                                          maintenance_chance=maintenance_chance)
@@ -152,7 +160,7 @@ class Lab:
         self.started_at: dict[str, float] = {}  # group name -> when its command started (Unix time)
         self.ready_at: dict[str, float] = {}  # group name -> when all its workers consumed (Unix time)
         self.jobs: list[Job] = []
-        self._senders: list[threading.Thread] = []
+        self._senders: list[tuple[threading.Thread, threading.Event]] = []
         self._sending = threading.Event()
 
     # -- worker groups -----------------------------------------------------------------
@@ -162,7 +170,8 @@ class Lab:
         """Start ``dramatiq shared.modes.dramatiq.actors --queues email ...``; wait until it consumes."""
         group = WorkerGroup(name, (QUEUE,), processes, threads, self.folder, shutdown_ms=shutdown_ms)
         self.started_at[name] = time.time()
-        group.start(self.env)
+        with _FORK_GUARD:  # no lab thread inside sqlite while the child forks (see _FORK_GUARD)
+            group.start(self.env)
         self.groups.append(group)
         self.pids[name] = {group.pid}
         if wait:
@@ -199,7 +208,8 @@ class Lab:
         """Queue ``count`` welcome emails, each for its own address; return the jobs."""
         batch = [Job(uuid.uuid4().hex, "welcome_email", f"user{len(self.jobs) + i}@example.com",
                      uuid.uuid4().hex, time.time()) for i in range(count)]
-        self.store.add_jobs(batch)
+        with _FORK_GUARD:
+            self.store.add_jobs(batch)
         self.jobs.extend(batch)
         for job in batch:
             self.broker.enqueue(job_message(job))
@@ -207,21 +217,27 @@ class Lab:
 
     def keep_sending(self, every: float) -> None:
         """Queue a job every ``every`` seconds, from a thread, until :meth:`stop_sending`."""
+        finished = threading.Event()
+
         def run() -> None:
-            while not self._sending.wait(every):
-                self.send(1)
+            try:
+                while not self._sending.wait(every):
+                    self.send(1)
+            finally:
+                finished.set()
         self._sending.clear()
         sender = threading.Thread(target=run, name="shutdown-lab-sender")
-        self._senders.append(sender)
+        self._senders.append((sender, finished))
         sender.start()
 
     def stop_sending(self, timeout: float = 10.0) -> None:
         """Stop the senders :meth:`keep_sending` started, and wait for them."""
         self._sending.set()
-        for sender in self._senders:
-            sender.join(timeout)
-            if sender.is_alive():
+        for sender, finished in self._senders:
+            if not finished.wait(timeout):
                 raise TimeoutError(f"the lab's sender did not stop within {timeout:g} s")
+            with _FORK_GUARD:  # its exit closes its thread's connection: not during a fork
+                sender.join(timeout)
         self._senders.clear()
 
     def wait_running(self, count: int, timeout: float = 30.0) -> frozenset[str]:
@@ -239,23 +255,28 @@ class Lab:
     def wait_done(self, timeout: float = DONE_SECONDS) -> None:
         """Wait until every job sent so far is done."""
         # the store alone (no Redis scan), every 50 ms: five labs poll at once on a small machine
-        wait_until(lambda: sum(job.status == "done" for job in self.store.jobs()) >= len(self.jobs),
+        wait_until(lambda: sum(job.status == "done" for job in self.stored()) >= len(self.jobs),
                    timeout, f"all {len(self.jobs)} jobs to be done", interval=0.05,
                    problem=self._problem)
 
     def where(self) -> Where:
         """Where the jobs are now: done, running (per the store), on the queue, held by a worker."""
-        statuses = Counter(job.status for job in self.store.jobs())
+        statuses = Counter(job.status for job in self.stored())
         held = {worker: len(ids) for worker, ids in
                 held_by(self.redis_url, self.config.namespace, QUEUE).items()}
         return Where(statuses["done"], statuses["running"],
                      int(self.client.llen(f"{self.config.namespace}:{QUEUE}")), held)
 
     def running_ids(self) -> set[str]:
-        return {job.id for job in self.store.jobs() if job.status == "running"}
+        return {job.id for job in self.stored() if job.status == "running"}
+
+    def stored(self) -> list[Any]:
+        """Every job's row in the store (read under ``_FORK_GUARD``)."""
+        with _FORK_GUARD:
+            return self.store.jobs()
 
     def tally(self) -> Tally:
-        jobs = self.store.jobs()
+        jobs = self.stored()
         emails = Counter(m.recipients[0] for m in self.sink.inbox)
         return Tally(len(self.jobs), sum(job.status == "done" for job in jobs),
                      {job.id: job.attempts for job in jobs},
@@ -287,13 +308,13 @@ class Lab:
 
     def longest_wait(self) -> float:
         """The longest a job waited between being sent and its (last) run starting, in seconds."""
-        return max((job.started_at - job.enqueued_at for job in self.store.jobs()
+        return max((job.started_at - job.enqueued_at for job in self.stored()
                     if job.started_at is not None), default=0.0)
 
     def bars(self) -> list[tuple[float, float, str | None]]:
         """Each job's last run (start, end, Unix times) and the group that ran it, in sending order."""
         ran_by = self.ran_by()
-        return [(job.started_at, job.finished_at, ran_by[job.id]) for job in self.store.jobs()
+        return [(job.started_at, job.finished_at, ran_by[job.id]) for job in self.stored()
                 if job.started_at is not None and job.finished_at is not None]
 
     def rollout(self, marks: dict[str, float], old_exit_code: int) -> Rollout:
@@ -313,7 +334,8 @@ class Lab:
         self.broker.close()
         self.client.close()
         self.sink.stop()
-        self.store.remove()
+        with _FORK_GUARD:
+            self.store.remove()
         remove_folder(self.folder)
 
     def leftovers(self) -> int:
@@ -404,7 +426,7 @@ def interrupt(redis_url: str, stop: Stop, *, name: str = "", jobs: int = 12,
         lab.start_group("new", processes=processes, threads=threads, shutdown_ms=shutdown_ms)
         restarted_at = time.time()
         lab.wait_done()
-        rerun = {job.id: job.started_at for job in lab.store.jobs()
+        rerun = {job.id: job.started_at for job in lab.stored()
                  if job.attempts > 1 and job.started_at is not None}
         tally = lab.tally()
     left = lab.leftovers()
@@ -445,7 +467,9 @@ def plot_shutdowns(runs: dict[str, Interruption]):
     for row, run in enumerate(runs.values()):
         for name, at in sorted(run.marks().items(), key=lambda item: item[1]):
             marker, colour = styles.get(name, ("o", "0.5"))
-            ax.plot([at], [row], marker, ms=8, mew=2, color=colour, label=name, linestyle="none")
+            on_top = name in ("first rerun", "Killing worker process")  # never hidden by a neighbour
+            ax.plot([at], [row], marker, ms=8, mew=2, color=colour, label=name, linestyle="none",
+                    zorder=4 if on_top else 3)
         beats = [beat for beat in run.heartbeats.values() if beat is not None]
         if beats:
             expiry = max(beats) + run.heartbeat_timeout / 1000 - run.signal_at
