@@ -94,3 +94,15 @@ def test_a_nice_process_in_its_own_session_gives_way_once_its_autogroup_is_lower
     assert lowered < 0.25  # nice 19 against nice 0 on one core: a few percent
     if autogroups_on():  # nice alone does not rank across sessions: about half
         assert nice_share(autogroup=False, seconds=0.5) > 0.3
+
+
+def test_nice_shares_measures_both_pairs_at_once_each_on_its_own_core():
+    from shared.modes.dramatiq.niceness import autogroups_on  # noqa: PLC0415
+    from shared.production.cpu import nice_shares  # noqa: PLC0415
+
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("two busy loops share one core only where the OS can pin them (Linux)")
+    alone, lowered = nice_shares(seconds=0.5)  # one pair per core, at once (no timing asserted)
+    assert lowered < 0.25
+    if autogroups_on():
+        assert alone > 0.3

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,23 +234,32 @@ def plot_ratios(by_app: dict[str, list[float]], *, title: str) -> Figure:
     return fig
 
 
-#: A busy loop pinned to the first core (where the OS can pin: Linux), so two of them compete.
-SPIN = ("import os\n"
+#: A busy loop at the nice value given as its first argument, pinned to one core (where the OS can
+#: pin: Linux): the core given as its second argument, else the first one it may use.
+SPIN = ("import os, sys\n"
+        "os.nice(int(sys.argv[1]))\n"
         "if hasattr(os, 'sched_setaffinity'):\n"
-        "    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "    allowed = sorted(os.sched_getaffinity(0))\n"
+        "    core = int(sys.argv[2]) if len(sys.argv) > 2 else allowed[0]\n"
+        "    os.sched_setaffinity(0, {core if core in allowed else allowed[0]})\n"
         "while True:\n"
         "    pass\n")
+#: How long the two loops compete before the measurement starts: the scheduler's load averages
+#: (PELT, a half-life of 32 ms) need a moment to settle, and a share measured at once comes out low
+SETTLE_SECONDS = 0.2
 
 
-def nice_share(*, autogroup: bool, seconds: float = 0.5) -> float:
-    """Two busy loops on one core, each in a session of its own, one at nice 19: the share of
-    the core the nice one got. ``autogroup``: lower its session's autogroup too, where there is one."""
-    normal, polite = (start_child([sys.executable, "-c", SPIN]) for _ in range(2))
+def nice_share(*, autogroup: bool, seconds: float = 0.5, core: int | None = None) -> float:
+    """Two busy loops on one core (``core``, or the first), each in a session of its own, one at
+    nice 19: the share of the core the nice one got. ``autogroup``: lower its session's autogroup
+    too, where there is one."""
+    where = [] if core is None else [str(core)]
+    normal, polite = (start_child([sys.executable, "-c", SPIN, str(nice), *where]) for nice in (0, 19))
     try:
-        time.sleep(0.1)  # both pinned and spinning
-        psutil.Process(polite.pid).nice(19)
+        _wait_spinning([normal.pid, polite.pid])
         if autogroup and autogroups_on():
             Path(f"/proc/{polite.pid}/autogroup").write_text("19")
+        time.sleep(SETTLE_SECONDS)
         before = [_cpu(p.pid) for p in (normal, polite)]
         time.sleep(seconds)
         used = [_cpu(p.pid) - start for p, start in zip((normal, polite), before)]
@@ -258,9 +269,35 @@ def nice_share(*, autogroup: bool, seconds: float = 0.5) -> float:
     return used[1] / sum(used) if sum(used) > 0 else 0.0
 
 
+def nice_shares(seconds: float = 0.5) -> tuple[float, float]:
+    """:func:`nice_share` with ``nice`` alone, and with the autogroup lowered too: at once, each
+    pair on a core of its own, where two cores can be pinned (Linux); else one after the other."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cores) < 2:
+        return nice_share(autogroup=False, seconds=seconds), nice_share(autogroup=True, seconds=seconds)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        alone = pool.submit(nice_share, autogroup=False, seconds=seconds, core=cores[0])
+        lowered = pool.submit(nice_share, autogroup=True, seconds=seconds, core=cores[1])
+        return alone.result(), lowered.result()
+
+
+def _wait_spinning(pids: list[int], timeout: float = 10.0) -> None:
+    """Wait until every loop has pinned itself (its last step before the loop)."""
+    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) > 1:
+        wait_until(lambda: all(len(psutil.Process(pid).cpu_affinity()) == 1 for pid in pids),
+                   timeout, "the busy loops to pin themselves to one core", interval=0.01)
+    else:
+        time.sleep(0.1)
+
+
 def _cpu(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
+    """CPU seconds ``pid`` has used: in nanoseconds from ``/proc/<pid>/schedstat`` where there is
+    one (Linux), else from the clock ticks ``psutil`` reads (10 ms each: 2% of a half-second run)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        times = psutil.Process(pid).cpu_times()
+        return times.user + times.system
 
 
 # -- the full comparison, from a terminal: python -m shared.production.cpu ----------------------
