@@ -6,7 +6,7 @@ import pytest
 
 from shared.app import create_app, state
 from shared.modes.dramatiq.broker import namespace_keys
-from shared.production.backpressure import crowd_run, plot_backlogs, warm_up
+from shared.production.backpressure import close_apps, crowd_run, freeze, plot_backlogs, warm_up
 from shared.redis_server import redis_url
 from shared.settings import Settings
 
@@ -85,3 +85,21 @@ def test_the_work_verdict_judges_every_sample_the_plot_draws_against_twice_the_b
     assert run([0.5, 1.2, NEAR, 1.1]).work_verdict() == HELD
     assert run([0.5, 1.2, NEAR + 0.1, 1.1]).work_verdict() == PAST  # one sample past is enough
     assert run([0.2]).work_verdict() == HELD
+
+
+def test_freeze_stops_the_workers_and_close_apps_lets_them_go_and_closes_every_app(fast_sink):
+    settings = Settings(smtp_host=fast_sink.host, smtp_port=fast_sink.port)
+    made = [create_app("dramatiq", settings=settings, redis_url=redis_url(), workers=1, threads=1)
+            for _ in range(2)]
+    runners = [state(app).runner for app in made]
+    try:
+        for runner in runners:
+            runner.wait_ready(60)
+        freeze(made[0])
+        assert all(p.status() == "stopped" for p in runners[0].worker_processes())
+        assert all(p.status() != "stopped" for p in runners[1].worker_processes())
+    finally:
+        close_apps(*made)
+    assert not any(group.running for runner in runners for group in runner.groups)
+    assert not [key for runner in runners
+                for key in namespace_keys(runner.settings.redis_url, runner.broker_config.namespace)]

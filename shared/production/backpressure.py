@@ -11,9 +11,12 @@ messages the workers hold (the ``__acks__`` sets: prefetched or running).
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
+import psutil
 import redis
 from flask import Flask
 from matplotlib.figure import Figure
@@ -23,6 +26,7 @@ from shared.load import LoadResult, run_load
 from shared.modes.dramatiq.mode import DramatiqMode
 from shared.modes.dramatiq.shedding import Backlog, read_backlogs
 from shared.plots import DPI
+from shared.processes import wait_until
 from shared.sampling import Sampler
 from shared.web import BackgroundServer
 
@@ -96,6 +100,45 @@ class BacklogProbe:
     def close(self) -> None:
         self._db.close()
         self._redis.close()
+
+
+def _dramatiq(app: Flask) -> DramatiqMode:
+    runner = state(app).runner
+    if not isinstance(runner, DramatiqMode):
+        raise TypeError(f"this needs a dramatiq app, got {runner!r}")
+    return runner
+
+
+def freeze(app: Flask) -> None:
+    """Stop (SIGSTOP) every worker process of a dramatiq app: from now on it runs nothing and takes
+    no CPU, and what its workers took stays where it is. :func:`close_apps` lets them go."""
+    processes = _dramatiq(app).worker_processes()
+    for process in processes:
+        with suppress(psutil.NoSuchProcess):
+            process.suspend()
+
+    def stopped() -> bool:  # the signal is delivered a moment later
+        try:
+            return all(process.status() == psutil.STATUS_STOPPED for process in processes)
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_until(stopped, 5.0, "the frozen workers to stop", interval=0.01)
+
+
+def close_apps(*apps: Flask) -> None:
+    """Close these apps all at once, without waiting for their jobs: a run is over, its backlog is
+    dropped. Frozen workers (:func:`freeze`) are let go first, so that they can take the signal."""
+    def close(app: Flask) -> None:
+        runner = state(app).runner
+        if isinstance(runner, DramatiqMode):
+            for process in runner.worker_processes():
+                with suppress(psutil.NoSuchProcess):
+                    process.resume()
+        state(app).close(timeout=0)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(apps))) as pool:
+        list(pool.map(close, apps))
 
 
 def warm_up(app: Flask, signups: int, timeout: float = 30.0) -> None:
