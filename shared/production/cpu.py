@@ -48,8 +48,11 @@ from shared.progress import progress_bar
 from shared.web import BackgroundServer
 
 #: How long a burst's jobs may take after it before the next burst goes anyway. Polite workers
-#: on a machine busy with other programs can take minutes; their leftovers hardly compete.
-DRAIN_SECONDS = 10.0
+#: on a machine busy with other programs can take minutes; their leftovers hardly compete. (Short:
+#: a busy machine must not make the lesson's cell wait ten seconds a burst.)
+DRAIN_SECONDS = 3.0
+#: How long a burst waits for a worker to start one of its warm-up jobs before it gives up.
+START_SECONDS = 10.0
 COLOURS = ("tab:grey", "tab:red", "tab:green", "tab:blue")
 
 
@@ -103,7 +106,7 @@ def burst(app: Flask, signups: int, clients: int, warm: int = 0, pause: bool = F
             now = store.counts()
             return now["running"] > 0 or now["queued"] < queued or queued == 0
 
-        wait_until(working, DRAIN_SECONDS, "a worker to start one of the warm-up jobs")
+        wait_until(working, START_SECONDS, "a worker to start one of the warm-up jobs")
     timed = _timed(app, signups, clients, server)
     return _drained(app, timed)
 
