@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import shutil
+import os
 import sqlite3
 import tempfile
 import threading
@@ -195,7 +196,7 @@ class Store:
             # A thread's thread-local data goes when the thread ends, and the holder with
             # it: then this closes the thread's connection. The callback holds no reference
             # to the store, so it never keeps a store alive.
-            weakref.finalize(holder, _release, self._lock, self._connections, db)
+            weakref.finalize(holder, _release, self._lock, self._connections, db, os.getpid())
             self._local.holder = holder
         return holder.db
 
@@ -468,8 +469,16 @@ class _Holder:
 
 
 def _release(lock: threading.RLock, connections: list[sqlite3.Connection],
-             db: sqlite3.Connection) -> None:
-    """Close a connection whose thread ended, unless :meth:`Store.close` closed it already."""
+             db: sqlite3.Connection, pid: int) -> None:
+    """Close a connection whose thread ended, unless :meth:`Store.close` closed it already.
+
+    Not in a forked child (``subprocess`` with a ``preexec_fn``): there the fork dropped every
+    other thread's thread-local data, which runs this callback, while the lock or SQLite's own
+    mutex may have been held by a thread that does not exist in the child. Taking either would
+    hang the child before its ``exec``, and the parent's ``Popen`` with it.
+    """
+    if os.getpid() != pid:
+        return
     with lock:
         try:
             connections.remove(db)

@@ -7,6 +7,7 @@ skip, with the reason, where none can be had (no RABBITMQ_URL, no rabbitmq-serve
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,6 +107,24 @@ def test_the_server_accepts_amqp_on_loopback_and_runs_its_own_epmd(rabbit):
     names = {p.name() for p in rabbit.server.processes()}
     assert {"epmd", "beam.smp"} <= names, names
     assert isinstance(rabbit.server.folder, Path) and rabbit.server.folder.is_dir()
+
+
+def test_a_boot_under_way_is_cut_short_by_stop_and_leaves_nothing(monkeypatch):
+    """A lesson closed before RabbitMQ was up must not wait out the boot's deadline."""
+    if NO_RABBITMQ is not None:
+        pytest.skip(NO_RABBITMQ)
+    monkeypatch.delenv(rabbitmq_server.ENV_VAR, raising=False)
+    booting = start_in_background()
+    deadline = time.monotonic() + 10
+    while booting._booting is None or not booting._booting.processes():
+        assert time.monotonic() < deadline, "waited 10 s for the node's processes to start"
+        time.sleep(0.05)
+    server, started = booting._booting, time.monotonic()
+    booting.stop()
+    assert time.monotonic() - started < 30, "stop() waited for the boot instead of cutting it short"
+    with pytest.raises(RabbitUnavailable, match="stopped while it booted|did not start"):
+        booting.wait(1)
+    assert server.leftovers() == [], f"processes of RabbitMQ left running: {server.leftovers()}"
 
 
 def test_a_second_server_gets_its_own_node_and_ports():

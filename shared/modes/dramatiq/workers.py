@@ -35,7 +35,9 @@ ACTORS_MODULE = "shared.modes.dramatiq.actors"
 SHUTDOWN_MS = 5_000  # how long a worker may finish its jobs when told to stop
 READY_LINE = "Worker process is ready for action."
 SUPERVISE_SECONDS = 0.1
-CRASH_LOOP_SECONDS = 2.0  # a group that dies sooner than this is restarted after a pause
+#: A group that dies sooner than this, before its workers were ready, is restarted after a
+#: pause: it cannot start, and restarting it at once would spin
+CRASH_LOOP_SECONDS = 2.0
 
 
 class WorkerGroup:
@@ -202,10 +204,11 @@ class Supervisor:
                     if self._closing.is_set() or group.running:
                         continue
                     code = group.current.returncode
+                    was_ready = group.ready()  # it served, then died: restart it at once
                     group.current.stop(timeout=2.0)  # reap it, and anything it left
                     lived = time.monotonic() - group.started_at
                     queues = ", ".join(group.queues)
-                    if lived < CRASH_LOOP_SECONDS:  # it cannot even start: do not spin
+                    if lived < CRASH_LOOP_SECONDS and not was_ready:  # it cannot even start
                         self._say(f"dramatiq worker group exited (code {code}) after "
                                   f"{lived:.1f} s; starting it again in {CRASH_LOOP_SECONDS:g} s "
                                   f"(queues: {queues}). Its log ends with:\n{group.current.tail(10)}")
