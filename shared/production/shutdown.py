@@ -26,6 +26,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from contextlib import suppress
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -326,12 +327,21 @@ class Lab:
 
         Every job has been counted by now (or the run failed), so no group gets a graceful exit,
         which costs a second or two (its workers' one-second sleep, its log thread's one-second
-        poll): ``SIGTERM`` to all of its processes at once, ``SIGKILL`` a moment later.
+        poll). Its worker processes get ``SIGKILL`` first, and its main process reaps them (else
+        they would outlive it as zombies of PID 1); then the main process gets ``SIGTERM``, and
+        ``SIGKILL`` a moment later.
         """
         self.stop_sending()
         for group in self.groups:
-            if group.child is not None:
-                group.current.stop(timeout=0.2)
+            if group.child is None:
+                continue
+            if group.running:
+                workers = group.worker_processes()
+                for worker in workers:
+                    with suppress(psutil.NoSuchProcess):
+                        worker.kill()
+                psutil.wait_procs(workers, timeout=2.0)  # gone once their main process reaped them
+            group.current.stop(timeout=0.2)
         delete_namespace(self.redis_url, self.config.namespace)
         self.broker.close()
         self.client.close()
