@@ -171,3 +171,71 @@ def test_a_requeued_job_turns_queued_only_if_no_worker_started_it_since(store):
     store.start_attempt(job.id)  # a worker took it again and runs it now
     assert not store.mark_requeued(job.id, attempts)
     assert store.job(job.id).status == "running"
+
+
+def test_starting_children_while_threads_come_and_go_never_hangs_a_fork(store):
+    """Threads that used the store end while the main thread starts children (with a
+    ``preexec_fn``, as every course child has): the fork drops their thread-local
+    connections, and closing one there, without the lock's owner, hung the child forever."""
+    import os  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    import psutil  # noqa: PLC0415
+
+    from shared.processes import start_child  # noqa: PLC0415
+
+    stop = threading.Event()
+
+    def churn() -> None:
+        n = 0
+        while not stop.is_set():
+            users = [threading.Thread(target=store.account, args=(f"u{n + k}@example.com",))
+                     for k in range(4)]
+            for user in users:
+                user.start()
+            for user in users:
+                user.join()
+            n += 4
+
+    churners = [threading.Thread(target=churn, daemon=True) for _ in range(2)]
+    for thread in churners:
+        thread.start()
+    launched, gave_up = threading.Event(), threading.Event()
+    started = []
+
+    def launch_many() -> None:
+        for _ in range(150):
+            if gave_up.is_set():
+                return
+            child = start_child(["/bin/true"])
+            started.append(child)
+            child.wait(timeout=10)
+        launched.set()
+
+    # start_child runs on the main thread (it forks from the thread that calls it); past the
+    # deadline a watchdog kills the hung children, so the blocked Popen returns and the test fails
+    def watchdog() -> None:
+        if launched.wait(60):
+            return
+        gave_up.set()
+        while not launched.is_set() and not finished.is_set():
+            for child in psutil.Process(os.getpid()).children():
+                if child.pid not in {c.pid for c in started}:
+                    child.kill()
+            time.sleep(0.5)
+    finished = threading.Event()
+    guard = threading.Thread(target=watchdog, daemon=True)
+    guard.start()
+    began = time.monotonic()
+    try:
+        launch_many()
+    except Exception:  # noqa: BLE001 - a child killed by the watchdog can make Popen raise
+        pass
+    finally:
+        finished.set()
+        stop.set()
+        for thread in (*churners, guard):
+            thread.join(10)
+    assert launched.is_set(), (f"waited 60 s for 150 children to start while threads used the "
+                               f"store; started {len(started)} in {time.monotonic() - began:.0f} s: "
+                               "a forked child hung")
