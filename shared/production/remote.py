@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterable
@@ -52,6 +53,10 @@ if ARGV[2] == '' then redis.call('HDEL', KEYS[1], 'error')
 else redis.call('HSET', KEYS[1], 'error', ARGV[2]) end
 return 1
 """
+
+#: Where Python's own files live: a worker reads code and package metadata there now and then
+#: (a late import, ``importlib.metadata`` reading a version), which is no state of its own
+INSTALLED = tuple(sorted({sys.prefix, sys.base_prefix}))
 
 
 class RedisJobStore:
@@ -210,12 +215,16 @@ class RemoteWorkers:
         return self
 
     def files_open(self) -> list[str]:
-        """Files the group's worker processes have open, their log aside (a store would be one)."""
+        """Files the group's worker processes have open, their log aside (a store would be one).
+
+        Python's installation is left out (``INSTALLED``): a worker may be reading a module it
+        imports late, or a package's metadata, at the moment it is asked."""
         found = []
         for process in self.group.worker_processes():
             try:
                 found += [f.path for f in process.open_files()
-                          if not Path(f.path).is_relative_to(self._folder)]
+                          if not Path(f.path).is_relative_to(self._folder)
+                          and not f.path.startswith(INSTALLED)]
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
         return found
