@@ -31,6 +31,8 @@ def test_the_verdict_pairs_the_trials_and_counts_the_wins_with_a_sign_test():
     assert noisy.wins == 2 and not noisy.clear and "cannot tell whether nice 19 is faster" in str(noisy)
     slower = Verdict(slower=[1.0, 1.0, 1.0], faster=[2.0, 2.0, 2.0], name="nice 19")
     assert slower.wins == 0 and "slower by 1.0x" in str(slower) and not slower.clear  # 3 trials
+    tied = Verdict(slower=[1.0, 1.0, 1.0], faster=[0.99, 1.02, 1.0], name="nice 19")
+    assert "difference: under 0.05x the bare p50, either way" in str(tied)  # not "by 0.0x"
     with pytest.raises(ValueError):
         _ = Verdict([1.0], [1.0, 2.0]).differences  # unpaired
 

@@ -207,9 +207,12 @@ class Verdict:
 
     def __str__(self) -> str:
         gap = statistics.median(self.differences)
+        if abs(gap) < 0.05:  # "faster by 0.0x" would read as nonsense
+            size = "under 0.05x the bare p50, either way"
+        else:
+            size = f"{'faster' if gap > 0 else 'slower'} by {fmt_ratio(abs(gap))} the bare p50"
         said = (f"{self.name} was faster in {self.wins} of {len(self.differences)} trials; the "
-                f"median per-trial difference: {'faster' if gap >= 0 else 'slower'} by "
-                f"{fmt_ratio(abs(gap))} the bare p50")
+                f"median per-trial difference: {size}")
         if self.clear:
             return f"{said}: more wins than chance would give"
         return (f"{said}: WARNING, a count that chance alone could give, so this run cannot "
