@@ -103,16 +103,19 @@ class KillResult:
     settings: str
     jobs: int
     in_flight: int     # jobs started but not finished when the worker died
-    lost: int          # never finished by the deadline, and nothing will run them
+    #: not finished by the deadline: lost for good, or still waiting for the tool's recovery
+    #: (a longer deadline, or the tool's own records, tells which)
+    unfinished: int
     duplicated: int    # bodies that began more than once
-    stuck: int         # started, not finished by the deadline
+    stuck: int         # of the unfinished: begun, never ended (cut off by the kill)
     recovered_after: float | None  # seconds from the kill until every job had finished
 
 
 def kill_mid_batch(candidate: Candidate, *, jobs: int = 12, seconds: float = 1.0,
                    deadline: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> KillResult:
     """Send ``jobs`` sleep jobs, SIGKILL the worker once some are running, restart it, and
-    count, within ``deadline`` seconds, what was lost, run twice, or stuck."""
+    count, within ``deadline`` seconds, what did not finish, what ran twice, and what was
+    cut off and never ran again."""
     ids = [f"job-{n}" for n in range(jobs)]
     for job_id in ids:
         candidate.enqueue("sleep", job_id)
@@ -136,6 +139,7 @@ def kill_mid_batch(candidate: Candidate, *, jobs: int = 12, seconds: float = 1.0
     runs = candidate.runs()
     unfinished = [j for j in ids if runs.finished.get(j, 0) == 0]
     stuck = sum(1 for j in unfinished if runs.started.get(j, 0) > 0)
+    twice = sum(1 for j in ids if runs.started.get(j, 0) > 1)
     return KillResult(candidate.name, candidate.settings, jobs, in_flight,
-                      lost=len(unfinished), duplicated=sum(1 for j in ids if runs.started.get(j, 0) > 1),
-                      stuck=stuck, recovered_after=recovered)
+                      unfinished=len(unfinished), duplicated=twice, stuck=stuck,
+                      recovered_after=recovered)
