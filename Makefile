@@ -30,7 +30,7 @@ LAB_OVERRIDES := {"@jupyterlab/apputils-extension:notification": {"fetchNews": "
 # JupyterLab refuses to run as root (Docker, CI) unless told it may.
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: help env lab lint test grade exercises serve notebooks bench lock clean
+.PHONY: help env lab lint test grade exercises serve notebooks bench compare lock clean
 
 help:
 	@echo "make lab         open the course in JupyterLab (sets everything up first)"
@@ -45,6 +45,7 @@ help:
 	@echo "                 exercise cells you changed unless FORCE=1, which backs them up)"
 	@echo "make notebooks   re-execute lessons/ and solutions/ in place (course authors)"
 	@echo "make bench       measure the signup modes side by side on this machine"
+	@echo "make compare     lesson 08: kill a worker of each task queue mid-batch, count the damage"
 	@echo "make lock        regenerate constraints.txt from pyproject.toml (course authors)"
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
@@ -95,6 +96,11 @@ serve: $(STAMP)
 	  $(if $(WORKERS),--workers $(WORKERS)) $(if $(QUEUE_SIZE),--queue-size $(QUEUE_SIZE)) \
 	  $(if $(REFUSE),--refuse-share $(REFUSE)) \
 	  $(if $(MAX_BACKLOG),--max-backlog $(MAX_BACKLOG)) $(if $(NICE),--nice $(NICE))
+
+# Lesson 08's full comparison (a few minutes): the kill -9 row of every candidate, with its
+# defaults and its reliable settings; writes compare-results.json.
+compare: $(STAMP)
+	$(PY) -m shared.compare --out compare-results.json
 
 notebooks: $(STAMP)
 	$(PY) -m shared.notebooks lessons/*.ipynb solutions/*.ipynb
