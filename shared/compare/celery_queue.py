@@ -27,7 +27,7 @@ from shared.compare.base import Leftovers, Runs, read_runs
 from shared.compare.celery_jobs import RELIABLE_TRANSPORT, make_app
 from shared.processes import LoggedChild
 
-#: what ``celery worker`` logs once it consumes (``celery/worker/consumer/consumer.py``)
+#: what ``celery worker`` logs once it consumes (``celery/apps/worker.py``, ``on_consumer_ready``)
 READY_WORDS = " ready."
 QUEUE = "celery"
 WIRE_QUEUE = "wire"
