@@ -53,16 +53,17 @@ def test_by_default_the_jobs_cut_off_are_gone_and_the_prefetched_wait_in_unacked
                                                                                   redis_url):
     celery = candidate(sleep_seconds=0.5)
     result = kill_mid_batch(celery, jobs=6, seconds=0.5, deadline=3)
-    assert result.in_flight >= 1, result
-    # acked as they started (acks early), so never delivered again
-    assert result.stuck == result.in_flight and result.duplicated == 0, result
+    assert result.in_flight >= 1 and result.duplicated == 0, result
     client = redis.Redis.from_url(redis_url)
     try:
         parked = client.hlen(f"{celery.prefix}:unacked")  # back only after visibility_timeout
     finally:
         client.close()
     finished = len(celery.runs().finished)
-    assert parked + finished == 6 - result.in_flight, (result, parked, finished)
+    # acked as a pool process took them (acks early), so never delivered again: those cut off,
+    # and those a process took in the moment before the kill, before their body recorded a start
+    gone = 6 - parked - finished
+    assert result.in_flight <= result.stuck and 1 <= gone <= 2, (result, parked, finished)
 
 
 def test_acking_late_with_a_short_visibility_timeout_runs_every_job(candidate):
