@@ -31,8 +31,10 @@ its registry entry dropped; it is left in the intermediate queue, whose cleanup
 (``IntermediateQueue.cleanup``) fails or retries it only a minute after first noticing it.
 
 Measured here (12 one-second jobs, 4 workers, kill -9 of every worker and horse): defaults,
-the 4 cut off still STARTED 90 s later, the 8 waiting in the queue done by the restarted
-workers; reliable, every job done about 60 s after the kill, the 4 cut off ran twice.
+the 8 waiting in the queue done by the restarted workers, the 4 cut off STARTED until the
+cleanup failed them (AbandonedJobError) 814 s after the kill (the 10 min maintenance waits for
+a 405 s dequeue to time out), never run again; reliable, every job done about 60 s after
+the kill, the 4 cut off ran twice.
 """
 
 from __future__ import annotations
