@@ -63,12 +63,14 @@ def test_by_default_the_jobs_cut_off_are_gone_and_the_prefetched_wait_in_unacked
     # acked as a pool process took them (acks early), so never delivered again: those cut off,
     # and those a process took in the moment before the kill, before their body recorded a start
     gone = 6 - parked - finished
-    assert result.in_flight <= result.stuck and 1 <= gone <= 2, (result, parked, finished)
+    assert result.stuck >= result.in_flight >= 1 and gone >= result.in_flight, (result, parked, finished)
 
 
 def test_acking_late_with_a_short_visibility_timeout_runs_every_job(candidate):
+    # about 7 s on a quiet machine (5 s visibility_timeout, then a 1 s restore sweep); a loaded
+    # one needs more, so the deadline is generous: the function returns once all are done
     result = kill_mid_batch(candidate(reliable=True, sleep_seconds=0.5), jobs=6, seconds=0.5,
-                            deadline=12)
+                            deadline=40)
     assert result.in_flight >= 1, result
-    assert result.unfinished == 0, f"jobs did not finish within 12 s of the kill: {result}"
+    assert result.unfinished == 0, f"jobs did not finish within 40 s of the kill: {result}"
     assert result.duplicated == result.in_flight, result  # cut off mid-job, so run again

@@ -54,7 +54,7 @@ def test_a_kill_9_loses_what_was_running_and_the_queued_run_after_the_restart(ca
                                                                               reliable):
     # no ack: the running tasks were popped (BRPOP); retries and SIGNAL_INTERRUPTED need Python
     huey = candidate(reliable=reliable, sleep_seconds=0.5)
-    result = kill_mid_batch(huey, jobs=6, seconds=0.5, deadline=3)
+    result = kill_mid_batch(huey, jobs=6, seconds=0.5, deadline=6)  # the restart, then 1 s of work
     assert result.in_flight >= 1, result
     # each of the 2 worker threads had popped one; the 4 left in the list ran after the restart
     assert result.unfinished == 2 and result.duplicated == 0, result

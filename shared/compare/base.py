@@ -102,7 +102,7 @@ class KillResult:
     name: str
     settings: str
     jobs: int
-    in_flight: int     # jobs started but not finished when the worker died
+    in_flight: int     # jobs begun and not ended when the worker died (read after the kill)
     #: not finished by the deadline: lost for good, or still waiting for the tool's recovery
     #: (a longer deadline, or the tool's own records, tells which)
     unfinished: int
@@ -124,10 +124,10 @@ def kill_mid_batch(candidate: Candidate, *, jobs: int = 12, seconds: float = 1.0
         if time.monotonic() > waited:
             raise TimeoutError(f"{candidate.name}: no job started within {deadline:g} s")
         sleep(0.02)
-    runs = candidate.runs()
-    in_flight = sum(1 for j in ids if runs.started.get(j, 0) > runs.finished.get(j, 0))
     candidate.kill_worker()
     killed_at = time.monotonic()
+    runs = candidate.runs()  # read after the kill: nothing can start or finish meanwhile
+    in_flight = sum(1 for j in ids if runs.started.get(j, 0) > runs.finished.get(j, 0))
     candidate.restart_worker()
     recovered = None
     while time.monotonic() - killed_at < deadline:
