@@ -97,8 +97,10 @@ def test_a_nice_process_in_its_own_session_gives_way_once_its_autogroup_is_lower
         pytest.skip("two busy loops share one core only where the OS can pin them (Linux)")
     lowered = nice_share(autogroup=True, seconds=0.5)
     assert lowered < 0.25  # nice 19 against nice 0 on one core: a few percent
-    if autogroups_on():  # nice alone does not rank across sessions: about half
-        assert nice_share(autogroup=False, seconds=0.5) > 0.3
+    if autogroups_on():  # nice alone does not rank across sessions: about half on a quiet
+        # machine; other programs on the core move it, so the test compares the two shares
+        alone = nice_share(autogroup=False, seconds=0.5)
+        assert alone > 2 * lowered, (alone, lowered)
 
 
 def test_nice_shares_measures_both_pairs_at_once_each_on_its_own_core():
@@ -109,5 +111,5 @@ def test_nice_shares_measures_both_pairs_at_once_each_on_its_own_core():
         pytest.skip("two busy loops share one core only where the OS can pin them (Linux)")
     alone, lowered = nice_shares(seconds=0.5)  # one pair per core, at once (no timing asserted)
     assert lowered < 0.25
-    if autogroups_on():
-        assert alone > 0.3
+    if autogroups_on():  # about half against a few percent; compared, not bounded: load moves both
+        assert alone > 2 * lowered, (alone, lowered)
