@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 import uuid
 
@@ -32,7 +31,7 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.constants import (in_progress_key_prefix, job_key_prefix, result_key_prefix,
                            retry_key_prefix)
 
-from shared.compare.base import Leftovers, Runs, read_runs
+from shared.compare.base import Leftovers, Runs, kill_tree, read_runs, tree
 from shared.processes import LoggedChild
 
 #: logged by the worker right before its first poll (``arq.connections.log_redis_info``)
@@ -98,22 +97,10 @@ class ArqCandidate:
         return read_runs(self.redis_url, self.prefix)
 
     def _processes(self) -> list[psutil.Process]:
-        if self.worker is None or not self.worker.running:
-            return []
-        root = psutil.Process(self.worker.pid)
-        return [root, *root.children(recursive=True)]
+        return tree(self.worker)
 
     def kill_worker(self) -> list[int]:
-        victims = self._processes()
-        for process in victims:
-            try:
-                process.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(victims, timeout=5)
-        if self.worker is not None:
-            self.worker.stop(timeout=1)
-        return [p.pid for p in victims]
+        return kill_tree(self.worker)
 
     def restart_worker(self) -> None:
         self.start()

@@ -8,12 +8,16 @@ from outside the tool.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import psutil
 import redis
+
+from shared.processes import LoggedChild
 
 #: the two jobs every candidate runs: "noop" does nothing, "sleep" waits (I/O-bound work)
 KINDS = ("noop", "sleep")
@@ -51,6 +55,29 @@ def read_runs(redis_url: str, prefix: str) -> Runs:
                     {str(k): int(v) for k, v in client.hgetall(f"{prefix}:finished").items()})
     finally:
         client.close()
+
+
+def tree(worker: LoggedChild | None) -> list[psutil.Process]:
+    """A running worker command and every process under it (none if it is not running)."""
+    if worker is None or not worker.running:
+        return []
+    root = psutil.Process(worker.pid)
+    return [root, *root.children(recursive=True)]
+
+
+def kill_tree(worker: LoggedChild | None) -> list[int]:
+    """SIGKILL a worker command and all its processes at once, as the OOM killer or a dead
+    machine would, and reap them; the pids killed."""
+    victims = tree(worker)
+    for process in victims:
+        try:
+            process.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=5)
+    if worker is not None:
+        worker.stop(timeout=1)
+    return [p.pid for p in victims]
 
 
 @dataclass(frozen=True)

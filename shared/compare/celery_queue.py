@@ -15,7 +15,6 @@ settings (:data:`shared.compare.celery_jobs.RELIABLE_TRANSPORT`) ack late and sh
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import uuid
 
@@ -23,7 +22,7 @@ import psutil
 import redis
 from celery import Celery  # type: ignore[import-untyped]
 
-from shared.compare.base import Leftovers, Runs, read_runs
+from shared.compare.base import Leftovers, Runs, kill_tree, read_runs, tree
 from shared.compare.celery_jobs import RELIABLE_TRANSPORT, make_app
 from shared.processes import LoggedChild
 
@@ -78,23 +77,11 @@ class CeleryCandidate:
         return read_runs(self.redis_url, self.prefix)
 
     def _processes(self) -> list[psutil.Process]:
-        if self.worker is None or not self.worker.running:
-            return []
-        root = psutil.Process(self.worker.pid)
-        return [root, *root.children(recursive=True)]
+        return tree(self.worker)
 
     def kill_worker(self) -> list[int]:
         """SIGKILL the consumer and its pool processes at once."""
-        victims = self._processes()
-        for process in victims:
-            try:
-                process.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(victims, timeout=5)
-        if self.worker is not None:
-            self.worker.stop(timeout=1)
-        return [p.pid for p in victims]
+        return kill_tree(self.worker)
 
     def restart_worker(self) -> None:
         self.start()

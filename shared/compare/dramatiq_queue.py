@@ -10,7 +10,6 @@ worker's messages come back, but only once its heartbeat is older than
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import uuid
 
@@ -19,7 +18,7 @@ import redis
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 
-from shared.compare.base import Leftovers, Runs, read_runs
+from shared.compare.base import Leftovers, Runs, kill_tree, read_runs, tree
 from shared.processes import LoggedChild
 
 READY_LINE = "Worker process is ready for action."
@@ -69,22 +68,10 @@ class DramatiqCandidate:
         return read_runs(self.redis_url, self.prefix)
 
     def _processes(self) -> list[psutil.Process]:
-        if self.worker is None or not self.worker.running:
-            return []
-        root = psutil.Process(self.worker.pid)
-        return [root, *root.children(recursive=True)]
+        return tree(self.worker)
 
     def kill_worker(self) -> list[int]:
-        victims = self._processes()
-        for process in victims:
-            try:
-                process.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(victims, timeout=5)
-        if self.worker is not None:
-            self.worker.stop(timeout=1)
-        return [p.pid for p in victims]
+        return kill_tree(self.worker)
 
     def restart_worker(self) -> None:
         self.start()

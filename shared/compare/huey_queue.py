@@ -18,7 +18,6 @@ retries and a ``SIGNAL_INTERRUPTED`` handler that re-enqueues (see
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import uuid
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import psutil
 import redis
 
-from shared.compare.base import Leftovers, Runs, read_runs
+from shared.compare.base import Leftovers, Runs, kill_tree, read_runs, tree
 from shared.compare.huey_jobs import RELIABLE_TASK, make_huey
 from shared.processes import LoggedChild
 
@@ -83,23 +82,11 @@ class HueyCandidate:
         return read_runs(self.redis_url, self.prefix)
 
     def _processes(self) -> list[psutil.Process]:
-        if self.worker is None or not self.worker.running:
-            return []
-        root = psutil.Process(self.worker.pid)
-        return [root, *root.children(recursive=True)]
+        return tree(self.worker)
 
     def kill_worker(self) -> list[int]:
         """SIGKILL the consumer (its worker threads die with it)."""
-        victims = self._processes()
-        for process in victims:
-            try:
-                process.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(victims, timeout=5)
-        if self.worker is not None:
-            self.worker.stop(timeout=1)
-        return [p.pid for p in victims]
+        return kill_tree(self.worker)
 
     def restart_worker(self) -> None:
         self.start()
